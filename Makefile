@@ -1,0 +1,49 @@
+# Entry points for developers and CI. `make test` is what .ci/run executes.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# scripts/bootstrap.sh installs uv into .tools/bin when the machine has none; a user-level
+# install (pip --user, the official installer) lands in ~/.local/bin.
+export PATH := $(CURDIR)/.tools/bin:$(HOME)/.local/bin:$(PATH)
+
+# --locked: fail instead of rewriting uv.lock when it no longer matches the pyproject files.
+UV_RUN := uv run --locked
+PYTEST_ARGS ?=
+# CI=true (from the environment or `make test CI=true`) reaches the tools unchanged;
+# nothing behaves differently under it yet.
+
+.PHONY: help bootstrap run test lint fmt bench clean
+
+help:
+	@echo "make run     start the local stack (SecantusDB unless MONGODB_URL is set, the services)"
+	@echo "make test    lint, type-check and run the tests (PYTEST_ARGS='-k foo' to narrow)"
+	@echo "make lint    ruff check, ruff format --check, mypy"
+	@echo "make fmt     ruff format and ruff check --fix"
+	@echo "make bench   run the ingest benchmark (tests/bench/run.py)"
+	@echo "make clean   remove .venv, .run and the tool caches"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+run: bootstrap
+	exec $(UV_RUN) inbox-ops dev
+
+test: bootstrap lint
+	$(UV_RUN) pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
+	$(UV_RUN) mypy
+
+fmt: bootstrap
+	$(UV_RUN) ruff format .
+	$(UV_RUN) ruff check --fix .
+
+bench: bootstrap
+	$(UV_RUN) python tests/bench/run.py
+
+clean:
+	rm -rf .venv .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./.tools -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

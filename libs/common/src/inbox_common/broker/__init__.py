@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, a confirmed publisher and a robust consumer."""

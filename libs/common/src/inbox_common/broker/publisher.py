@@ -1,0 +1,109 @@
+"""A publisher with confirms: persistent, mandatory, returns raised, bounded in time.
+
+Publishes from concurrent callers share one confirm channel and are pipelined on it (each
+waits only for its own confirm); there is no lock around publish + confirm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, HeadersType
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+
+from inbox_common.broker.connection import Broker
+
+
+class PublishFailedError(Exception):
+    """The broker did not take the message; nothing may be acknowledged upstream.
+
+    ``reason`` is one of ``broker_unavailable``, ``nacked``, ``returned``, ``timeout``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConfirmedPublisher:
+    """Publishes on one confirm channel of ``broker``'s connection."""
+
+    def __init__(self, broker: Broker, *, timeout: float) -> None:
+        self._broker = broker
+        self._timeout = timeout
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def start(self) -> None:
+        """Open the confirm channel (waits for the connection)."""
+        self._channel = await self._broker.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            if self._channel is None:
+                raise PublishFailedError("broker_unavailable", "the publisher is not started")
+            exchange = await self._channel.get_exchange(name, ensure=False)
+            self._exchanges[name] = exchange
+        return exchange
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Publish ``body`` and wait for the broker's confirm.
+
+        Raises :class:`PublishFailedError` on a nack, a return (unroutable), a lost
+        connection, or no confirm within the timeout.
+        """
+        if not self._broker.connected or self._channel is None:
+            raise PublishFailedError("broker_unavailable", "not connected to RabbitMQ")
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            headers=dict(headers) if headers else None,
+            content_type=content_type,
+            timestamp=timestamp,
+        )
+        try:
+            target = await self._exchange(exchange)
+            # The robust channel waits for a reconnect without a deadline: bound it here.
+            await asyncio.wait_for(
+                target.publish(message, routing_key, mandatory=True), self._timeout
+            )
+        except TimeoutError:
+            raise PublishFailedError(
+                "timeout", f"no confirm from RabbitMQ within {self._timeout:g}s"
+            ) from None
+        except PublishError as exc:
+            raise PublishFailedError(
+                "returned", f"unroutable: exchange {exchange!r} key {routing_key!r}"
+            ) from exc
+        except DeliveryError as exc:
+            raise PublishFailedError("nacked", "RabbitMQ refused the message (nack)") from exc
+        except CONNECTION_EXCEPTIONS as exc:
+            raise PublishFailedError(
+                "broker_unavailable", f"RabbitMQ connection lost: {type(exc).__name__}"
+            ) from exc
+
+
+def header_str(headers: HeadersType, name: str) -> str | None:
+    """A header as text (AMQP delivers string headers as bytes or str)."""
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)

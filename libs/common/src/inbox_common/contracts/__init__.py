@@ -1,0 +1,1 @@
+"""Pydantic models of the payloads that cross a boundary: Meta's webhooks, broker bodies."""

@@ -1,0 +1,451 @@
+"""Meta's WhatsApp Cloud API webhook envelope (the ``messages`` field and its siblings).
+
+Every model keeps the fields it does not know in ``model_extra``: Meta adds fields without
+notice (``user_id``, ``from_user_id``, ``identity_key_hash``, media ``url`` all arrived that
+way), and the raw body is the record of truth, so nothing is ever dropped on parsing.
+Only the identity of a message or status is required; content shapes are optional, because
+rejecting a whole batch over one surprising sub-object would lose customer messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+
+__all__ = [
+    "PREVIEW_MAX_CHARS",
+    "ButtonContent",
+    "Change",
+    "ChangeEvent",
+    "ChangeValue",
+    "Contact",
+    "Entry",
+    "ErrorData",
+    "InboundMessage",
+    "InteractiveContent",
+    "InteractiveReply",
+    "InvalidEnvelope",
+    "LocationContent",
+    "MediaContent",
+    "MessageContext",
+    "MessageStatus",
+    "MetaError",
+    "Metadata",
+    "Profile",
+    "ReactionContent",
+    "TextContent",
+    "UnixTimestamp",
+    "WebhookEnvelope",
+    "iter_changes",
+    "parse_envelope",
+]
+
+PREVIEW_MAX_CHARS = 200
+
+# Twelve digits reach the year 33658; longer strings are not timestamps and must not be fed
+# to int() (Python refuses to convert more than 4300 digits).
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
+def _from_unix_seconds(value: object) -> object:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and _UNIX_SECONDS.fullmatch(value):
+        seconds = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        raise ValueError("timestamp must be unix seconds (a string of digits or an integer)")
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("timestamp is out of range") from None
+
+
+def _to_unix_seconds(value: datetime) -> str:
+    return str(int(value.timestamp()))
+
+
+# Dumped back as Meta's unix-seconds string in JSON mode, so a dumped envelope re-parses.
+UnixTimestamp = Annotated[
+    datetime,
+    BeforeValidator(_from_unix_seconds),
+    PlainSerializer(_to_unix_seconds, return_type=str, when_used="json"),
+]
+
+
+class _MetaObject(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Metadata(_MetaObject):
+    """The business phone number the change is about."""
+
+    phone_number_id: str
+    display_phone_number: str | None = None
+
+
+class Profile(_MetaObject):
+    """A WhatsApp user's public profile."""
+
+    name: str | None = None
+
+
+class Contact(_MetaObject):
+    """The user behind the messages or statuses of a change.
+
+    ``wa_id`` may be an empty string for users with a username; ``user_id`` (BSUID) is then
+    the only stable identifier.
+    """
+
+    wa_id: str | None = None
+    user_id: str | None = None
+    profile: Profile | None = None
+
+
+class ErrorData(_MetaObject):
+    """Extra detail of a Meta error."""
+
+    details: str | None = None
+
+
+class MetaError(_MetaObject):
+    """An error as Meta reports it in webhooks (on the value, a message or a status)."""
+
+    code: int
+    title: str | None = None
+    message: str | None = None
+    error_data: ErrorData | None = None
+    href: str | None = None
+
+
+class MessageContext(_MetaObject):
+    """What an inbound message replies to, or how it was forwarded."""
+
+    from_: str | None = Field(default=None, alias="from")
+    id: str | None = None
+    forwarded: bool | None = None
+    frequently_forwarded: bool | None = None
+    referred_product: dict[str, Any] | None = None
+
+
+class TextContent(_MetaObject):
+    """A text message."""
+
+    body: str | None = None
+
+
+class MediaContent(_MetaObject):
+    """An image, video, audio, sticker or document; download it by ``id``."""
+
+    id: str | None = None
+    mime_type: str | None = None
+    sha256: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool | None = None
+    animated: bool | None = None
+    url: str | None = None
+
+
+class LocationContent(_MetaObject):
+    """A shared location."""
+
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    address: str | None = None
+    url: str | None = None
+
+
+class InteractiveReply(_MetaObject):
+    """The button or list row a user picked."""
+
+    id: str | None = None
+    title: str | None = None
+    description: str | None = None
+
+
+class InteractiveContent(_MetaObject):
+    """A reply to an interactive message (buttons, list, or a Flow's ``nfm_reply``)."""
+
+    type: str | None = None
+    button_reply: InteractiveReply | None = None
+    list_reply: InteractiveReply | None = None
+    nfm_reply: dict[str, Any] | None = None
+
+
+class ButtonContent(_MetaObject):
+    """A tap on a template's quick-reply button."""
+
+    payload: str | None = None
+    text: str | None = None
+
+
+class ReactionContent(_MetaObject):
+    """A reaction to an earlier message; no (or an empty) emoji removes it."""
+
+    message_id: str | None = None
+    emoji: str | None = None
+
+
+_MEDIA_TYPES = frozenset({"image", "video", "audio", "sticker", "document"})
+# Fields of InboundMessage that hold the object named by ``type``.
+_CONTENT_FIELDS = _MEDIA_TYPES | {
+    "text", "location", "contacts", "interactive", "button", "reaction", "system", "order",
+}  # fmt: skip
+
+
+class InboundMessage(_MetaObject):
+    """A message a WhatsApp user sent to the business.
+
+    ``type`` stays a plain string: Meta adds types (``request_welcome``, ``unsupported``
+    with a sub-type, ...) and the object named by an unknown type lands in ``model_extra``.
+    """
+
+    from_: str | None = Field(default=None, alias="from")
+    from_user_id: str | None = None
+    id: str
+    timestamp: UnixTimestamp
+    type: str
+    context: MessageContext | None = None
+    errors: list[MetaError] = []
+    text: TextContent | None = None
+    image: MediaContent | None = None
+    video: MediaContent | None = None
+    audio: MediaContent | None = None
+    sticker: MediaContent | None = None
+    document: MediaContent | None = None
+    location: LocationContent | None = None
+    contacts: list[dict[str, Any]] | None = None
+    interactive: InteractiveContent | None = None
+    button: ButtonContent | None = None
+    reaction: ReactionContent | None = None
+    referral: dict[str, Any] | None = None
+    system: dict[str, Any] | None = None
+    order: dict[str, Any] | None = None
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The object named by ``type`` as Meta sent it (extra fields included), or ``{}``.
+
+        A list (``contacts``) or a scalar is wrapped as ``{type: value}``; ``unsupported``
+        carries the message's ``errors``, which are the only explanation Meta gives.
+        """
+        if self.type in _CONTENT_FIELDS:
+            raw: object = getattr(self, self.type)
+        else:
+            raw = (self.model_extra or {}).get(self.type)
+        content = _as_json(raw)
+        if not isinstance(content, dict):
+            content = {} if content is None else {self.type: content}
+        if self.type == "unsupported":
+            content["errors"] = _as_json(self.errors)
+        return content
+
+    @property
+    def preview(self) -> str:
+        """A one-line summary for the conversation list, at most 200 characters."""
+        text = " ".join(self._describe().split())
+        if len(text) > PREVIEW_MAX_CHARS:
+            text = text[: PREVIEW_MAX_CHARS - 1] + "…"
+        return text
+
+    @property
+    def reply_to(self) -> str | None:
+        """The wamid this message quotes, if any."""
+        return self.context.id if self.context is not None else None
+
+    @property
+    def is_reaction_removal(self) -> bool:
+        """Whether this is a reaction whose emoji was taken back."""
+        return self.type == "reaction" and not (self.reaction and self.reaction.emoji)
+
+    def _describe(self) -> str:
+        if self.type in _MEDIA_TYPES:
+            return self._describe_media()
+        match self.type:
+            case "text":
+                return self.text.body if self.text and self.text.body else "[text]"
+            case "location":
+                place = self.location.name or self.location.address if self.location else None
+                return f"[location] {place}" if place else "[location]"
+            case "contacts":
+                return _describe_contacts(self.contacts or [])
+            case "interactive":
+                return _describe_interactive(self.interactive)
+            case "button":
+                label = self.button.text or self.button.payload if self.button else None
+                return label or "[button]"
+            case "reaction":
+                emoji = self.reaction.emoji if self.reaction else None
+                return f"[reaction] {emoji}" if emoji else "[reaction removed]"
+            case "unsupported":
+                return "[unsupported message]"
+            case "system":
+                body = (self.system or {}).get("body")
+                return body if isinstance(body, str) and body else "[system]"
+            case "order":
+                items = (self.order or {}).get("product_items")
+                return f"[order] {len(items)} items" if isinstance(items, list) else "[order]"
+        return f"[{self.type}]"
+
+    def _describe_media(self) -> str:
+        media: MediaContent | None = getattr(self, self.type)
+        if media is None:
+            return f"[{self.type}]"
+        if media.caption:
+            return media.caption
+        if self.type == "audio" and media.voice:
+            return "[voice message]"
+        if self.type == "document" and media.filename:
+            return f"[document] {media.filename}"
+        return f"[{self.type}]"
+
+
+def _as_json(value: object) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(value, list):
+        return [_as_json(item) for item in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _describe_contacts(cards: list[dict[str, Any]]) -> str:
+    if not cards:
+        return "[contact]"
+    name = cards[0].get("name")
+    formatted = name.get("formatted_name") if isinstance(name, dict) else None
+    text = f"[contact] {formatted}" if isinstance(formatted, str) and formatted else "[contact]"
+    return f"{text} (+{len(cards) - 1} more)" if len(cards) > 1 else text
+
+
+def _describe_interactive(interactive: InteractiveContent | None) -> str:
+    if interactive is None:
+        return "[interactive]"
+    reply = interactive.button_reply or interactive.list_reply
+    if reply is not None and reply.title:
+        return reply.title
+    if interactive.nfm_reply is not None:
+        return "[form response]"
+    return "[interactive]"
+
+
+class MessageStatus(_MetaObject):
+    """A delivery status of a message the business sent (sent, delivered, read, failed...)."""
+
+    id: str
+    status: str
+    timestamp: UnixTimestamp
+    recipient_id: str | None = None
+    recipient_user_id: str | None = None
+    conversation: dict[str, Any] | None = None
+    pricing: dict[str, Any] | None = None
+    errors: list[MetaError] = []
+
+
+class ChangeValue(_MetaObject):
+    """The payload of one change; fields other than ``messages`` carry other keys (extras)."""
+
+    messaging_product: str | None = None
+    metadata: Metadata | None = None
+    contacts: list[Contact] = []
+    messages: list[InboundMessage] = []
+    statuses: list[MessageStatus] = []
+    errors: list[MetaError] = []
+
+
+class Change(_MetaObject):
+    """One change of a subscribed webhook field."""
+
+    field: str
+    value: ChangeValue
+
+
+class Entry(_MetaObject):
+    """The changes of one WhatsApp Business Account."""
+
+    id: str
+    changes: list[Change]
+
+
+class WebhookEnvelope(_MetaObject):
+    """The body of one webhook POST; it may batch several entries and changes."""
+
+    object: str
+    entry: list[Entry]
+
+
+class InvalidEnvelope(ValueError):  # noqa: N818 - named for what the body is, like ValueError
+    """A webhook body that is not a Meta envelope; ``reason`` is a short machine code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_envelope(raw: bytes) -> WebhookEnvelope:
+    """Parse a raw webhook body; raise ``InvalidEnvelope`` and nothing else on bad input.
+
+    Reasons: ``invalid_json`` (not UTF-8 JSON, nested deeper than 1024, a number out of
+    range), ``not_an_object`` and ``schema``. Messages name locations, never values, so they
+    can be logged without leaking message content.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEnvelope("invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        raise InvalidEnvelope("not_an_object", f"body is {kind}, expected an object")
+    try:
+        return WebhookEnvelope.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<root>"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        message = f"body does not match the webhook schema at {where}: {first['msg']}{more}"
+        raise InvalidEnvelope("schema", message) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change of an envelope with its business phone number, flattened for consumers."""
+
+    waba_id: str
+    phone_number_id: str | None
+    display_phone_number: str | None
+    field: str
+    contacts: tuple[Contact, ...]
+    messages: tuple[InboundMessage, ...]
+    statuses: tuple[MessageStatus, ...]
+    errors: tuple[MetaError, ...]
+    value: ChangeValue
+
+
+def iter_changes(envelope: WebhookEnvelope) -> Iterator[ChangeEvent]:
+    """Yield every change of every entry, in the order Meta sent them."""
+    for entry in envelope.entry:
+        for change in entry.changes:
+            value = change.value
+            metadata = value.metadata
+            yield ChangeEvent(
+                waba_id=entry.id,
+                phone_number_id=metadata.phone_number_id if metadata else None,
+                display_phone_number=metadata.display_phone_number if metadata else None,
+                field=change.field,
+                contacts=tuple(value.contacts),
+                messages=tuple(value.messages),
+                statuses=tuple(value.statuses),
+                errors=tuple(value.errors),
+                value=value,
+            )

@@ -1,0 +1,120 @@
+"""Configuration read once from the environment with pydantic-settings.
+
+Each service composes the mixins it needs into one ``BaseSettings`` class and calls
+:func:`load_settings` in its ``__main__``; a bad or missing value stops the process with a
+message that names the environment variable and says what to set.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
+
+
+class LoggingSettings(BaseSettings):
+    model_config = _CONFIG
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="one of DEBUG, INFO, WARNING, ERROR"
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="json (production) or console (a terminal)"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class BrokerSettings(BaseSettings):
+    model_config = _CONFIG
+
+    rabbitmq_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        description="an amqp:// or amqps:// URL of the RabbitMQ broker",
+    )
+    amqp_namespace: str = Field(
+        default="wa",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="the prefix of every exchange and queue (letters, digits, _ and -)",
+    )
+    amqp_publish_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="seconds to wait for a publisher confirm"
+    )
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _amqp_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"amqp", "amqps"}:
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+
+class MongoSettings(BaseSettings):
+    model_config = _CONFIG
+
+    mongodb_url: str = Field(
+        default="mongodb://127.0.0.1:27017/?directConnection=true",
+        description="a mongodb:// or mongodb+srv:// URL",
+    )
+    mongodb_db: str = Field(
+        default="inbox",
+        pattern=r"^[A-Za-z0-9_-]{1,63}$",
+        description="the database name (letters, digits, _ and -)",
+    )
+    mongodb_timeout_ms: int = Field(
+        default=5000, ge=100, le=120_000, description="server selection timeout in milliseconds"
+    )
+
+    @field_validator("mongodb_url")
+    @classmethod
+    def _mongo_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"mongodb", "mongodb+srv"}:
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+
+class HttpSettings(BaseSettings):
+    model_config = _CONFIG
+
+    http_host: str = Field(default="0.0.0.0", description="the address to listen on")
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Read ``cls`` from the environment or exit with one line per bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = [f"{cls.__name__}: the configuration is invalid; fix these environment variables:"]
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            info = cls.model_fields.get(field)
+            hint = f" (expected {info.description})" if info and info.description else ""
+            lines.append(f"  {field.upper()}: {error['msg']}{hint}")
+        print("\n".join(lines), file=sys.stderr)  # noqa: T201 - logging is not configured yet
+        raise SystemExit(2) from None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced, fit for logs and health output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def split_secrets(value: SecretStr) -> list[bytes]:
+    """The comma-separated secrets of ``value`` (two are accepted during a rotation)."""
+    return [s.strip().encode() for s in value.get_secret_value().split(",") if s.strip()]

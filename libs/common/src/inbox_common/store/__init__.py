@@ -1,0 +1,1 @@
+"""MongoDB: the client, the schema as versioned migrations, and its check."""

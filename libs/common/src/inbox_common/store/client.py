@@ -1,0 +1,54 @@
+"""The MongoDB client (PyMongo's asyncio API) and its health probe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from inbox_common.health import CheckResult, Status
+from inbox_common.settings import redact_url
+
+Document = dict[str, Any]
+Database = AsyncDatabase[Document]
+
+# Errors after which the same write can succeed once the store is back.
+TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure,)
+
+
+def create_client(url: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
+    """A client with tz-aware datetimes; it connects lazily, so start-up never blocks on it."""
+    return AsyncMongoClient(
+        url,
+        appname=app_name,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        retryWrites=True,
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` says the store is unreachable rather than the request is wrong."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+
+
+class MongoProbe:
+    """Health check: a ``ping`` round trip."""
+
+    def __init__(self, db: Database, url: str) -> None:
+        self._db = db
+        self._where = redact_url(url)
+
+    async def __call__(self) -> CheckResult:
+        try:
+            await self._db.command("ping")
+        except PyMongoError as exc:
+            return CheckResult(
+                status=Status.DOWN, detail=f"MongoDB at {self._where}: {type(exc).__name__}"
+            )
+        return CheckResult(status=Status.OK)

@@ -1,0 +1,144 @@
+"""Collection names and the schema, as an ordered list of versioned migrations.
+
+A migration only adds (collections, indexes, validators); none drops data. The schema the
+code expects is the fold of every migration, which is what ``db-deploy --check`` compares
+with the live database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CHANNELS = "channels"
+CONTACTS = "contacts"
+CONVERSATIONS = "conversations"
+MESSAGES = "messages"
+WEBHOOK_EVENTS = "webhook_events"
+API_TOKENS = "api_tokens"
+SCHEMA_MIGRATIONS = "schema_migrations"
+
+WEBHOOK_RETENTION_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    collection: str
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+    expire_after_seconds: int | None = None
+    partial: dict[str, Any] | None = None
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"name": self.name}
+        if self.unique:
+            opts["unique"] = True
+        if self.expire_after_seconds is not None:
+            opts["expireAfterSeconds"] = self.expire_after_seconds
+        if self.partial is not None:
+            opts["partialFilterExpression"] = self.partial
+        return opts
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    collections: tuple[str, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    validators: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _required(*names: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$jsonSchema": {"bsonType": "object", "required": list(names), "properties": properties}
+    }
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        name="inbound pipeline: channels, contacts, conversations, messages, ledger, tokens",
+        collections=(CHANNELS, CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS, API_TOKENS),
+        indexes=(
+            Index(CHANNELS, "phone_number_id_unique", (("phone_number_id", 1),), unique=True),
+            Index(CHANNELS, "tenant_created", (("tenant", 1), ("created_at", -1))),
+            Index(CONTACTS, "channel_wa_id_unique", (("channel_id", 1), ("wa_id", 1)), unique=True),
+            Index(
+                CONVERSATIONS,
+                "channel_wa_id_unique",
+                (("channel_id", 1), ("wa_id", 1)),
+                unique=True,
+            ),
+            Index(
+                CONVERSATIONS,
+                "tenant_last_message",
+                (("tenant", 1), ("last_message_at", -1), ("_id", -1)),
+            ),
+            Index(MESSAGES, "wamid_unique", (("wamid", 1),), unique=True),
+            Index(
+                MESSAGES,
+                "conversation_time",
+                (("conversation_id", 1), ("timestamp", 1), ("_id", 1)),
+            ),
+            Index(
+                MESSAGES,
+                "idempotency_key_unique",
+                (("idempotency_key", 1),),
+                unique=True,
+                partial={"idempotency_key": {"$exists": True}},
+            ),
+            Index(WEBHOOK_EVENTS, "sha256_unique", (("sha256", 1),), unique=True),
+            Index(
+                WEBHOOK_EVENTS,
+                "received_ttl",
+                (("received_at", 1),),
+                expire_after_seconds=WEBHOOK_RETENTION_SECONDS,
+            ),
+            Index(WEBHOOK_EVENTS, "status_received", (("status", 1), ("received_at", -1))),
+            Index(
+                WEBHOOK_EVENTS,
+                "phone_number_received",
+                (("phone_number_ids", 1), ("received_at", -1)),
+            ),
+            Index(API_TOKENS, "token_hash_unique", (("token_hash", 1),), unique=True),
+        ),
+        validators={
+            CHANNELS: _required(
+                "phone_number_id",
+                "tenant",
+                "status",
+                phone_number_id={"bsonType": "string"},
+                status={"enum": ["connected", "disconnected"]},
+            ),
+            MESSAGES: _required("wamid", wamid={"bsonType": "string"}),
+            WEBHOOK_EVENTS: _required(
+                "sha256",
+                "status",
+                "received_at",
+                sha256={"bsonType": "string"},
+                status={"enum": ["received", "processed", "failed"]},
+            ),
+            API_TOKENS: _required(
+                "token_hash",
+                "role",
+                "tenant",
+                role={"enum": ["agent", "admin", "superadmin"]},
+            ),
+        },
+    ),
+)
+
+
+def expected_indexes() -> dict[tuple[str, str], Index]:
+    """Every index the code expects, by (collection, name)."""
+    return {(ix.collection, ix.name): ix for m in MIGRATIONS for ix in m.indexes}
+
+
+def expected_validators() -> dict[str, dict[str, Any]]:
+    """The validator each collection should carry (a later migration replaces an earlier one)."""
+    result: dict[str, dict[str, Any]] = {}
+    for migration in MIGRATIONS:
+        result.update(migration.validators)
+    return result

@@ -1,0 +1,1 @@
+"""WhatsApp Cloud API specifics: webhook signatures and Meta-format sample payloads."""

@@ -1,0 +1,1 @@
+"""inbox-api: consumes webhook events into MongoDB and serves agents and admins."""

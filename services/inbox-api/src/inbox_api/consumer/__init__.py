@@ -1,0 +1,1 @@
+"""The webhook consumer: AMQP edge (handlers) and the logic that applies events (service)."""

@@ -1,0 +1,61 @@
+"""Opaque cursors: a position (timestamp, id) in a sorted listing, base64url-encoded."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+import orjson
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from inbox_common.http import ApiError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+def encode(at: datetime | None, oid: ObjectId) -> str:
+    raw = orjson.dumps([at.isoformat() if at else None, str(oid)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(cursor: str) -> tuple[datetime | None, ObjectId]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, oid = orjson.loads(raw)
+        return (datetime.fromisoformat(at) if at else None, ObjectId(oid))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError, InvalidId):
+        raise ApiError(
+            400, "invalid_cursor", "cursor is not one this API returned; start again without it"
+        ) from None
+
+
+def decode_position(cursor: str) -> tuple[datetime, ObjectId]:
+    """A cursor that must carry a timestamp (conversations, messages)."""
+    at, oid = decode(cursor)
+    if at is None:
+        raise ApiError(400, "invalid_cursor", "this cursor belongs to another listing")
+    return at, oid
+
+
+def limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise ApiError(
+            400,
+            "invalid_limit",
+            f"limit must be an integer from 1 to {MAX_LIMIT}",
+            {"field": "limit"},
+        )
+    return int(value)
+
+
+def object_id(value: str, what: str) -> ObjectId:
+    """Parse an id from the path; a malformed id is simply not found (404)."""
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise ApiError(404, "not_found", f"no {what} with id {value[:64]!r}") from None

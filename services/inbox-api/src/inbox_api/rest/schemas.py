@@ -1,0 +1,117 @@
+"""Request and response bodies of the REST API; the OpenAPI document is built from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ItemT = TypeVar("ItemT")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class ChannelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    phone_number_id: str = Field(pattern=r"^[0-9]{1,32}$", description="Meta's phone number ID")
+    waba_id: str = Field(
+        pattern=r"^[0-9A-Za-z_]{1,64}$", description="the WhatsApp Business Account ID"
+    )
+    display_phone_number: str = Field(min_length=1, max_length=32)
+    access_token: str = Field(
+        min_length=1, max_length=4096, description="the Cloud API token; stored, never returned"
+    )
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="superadmin only: the tenant that owns the channel (default: the token's)",
+    )
+
+
+class ChannelOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    phone_number_id: str
+    waba_id: str
+    display_phone_number: str
+    status: Literal["connected", "disconnected"]
+    created_at: datetime
+
+
+class ContactOut(BaseModel):
+    wa_id: str
+    name: str | None
+
+
+class ConversationOut(BaseModel):
+    id: str
+    channel_id: str
+    contact: ContactOut
+    status: str
+    unread_count: int
+    last_message_at: datetime | None
+    last_message_preview: str | None
+    last_inbound_at: datetime | None = Field(
+        description="opens the 24-hour customer service window"
+    )
+
+
+class StatusEntry(BaseModel):
+    status: str
+    timestamp: datetime
+    errors: list[dict[str, Any]] | None = None
+
+
+class ReactionOut(BaseModel):
+    by: str
+    emoji: str
+    timestamp: datetime
+
+
+class MessageOut(BaseModel):
+    id: str
+    wamid: str
+    direction: Literal["inbound", "outbound"]
+    type: str
+    content: dict[str, Any] = Field(description="Meta's type-specific object, e.g. {'body': 'hi'}")
+    status: str | None
+    statuses: list[StatusEntry]
+    timestamp: datetime
+    reply_to: str | None = Field(description="the wamid this message answers (context.id)")
+    reactions: list[ReactionOut]
+
+
+class WebhookLogOut(BaseModel):
+    id: str
+    sha256: str
+    request_id: str
+    status: Literal["received", "processed", "failed"]
+    error: ErrorDetail | None
+    attempts: int
+    phone_number_ids: list[str]
+    body_bytes: int
+    received_at: datetime
+    finished_at: datetime | None
+
+
+class WebhookLogDetail(WebhookLogOut):
+    body: str = Field(description="the raw body as received (UTF-8, invalid bytes replaced)")

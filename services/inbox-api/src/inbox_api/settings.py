@@ -1,0 +1,18 @@
+"""inbox-api's settings (environment variables; see the README's table)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from inbox_common.settings import BrokerSettings, HttpSettings, LoggingSettings, MongoSettings
+
+
+class InboxApiSettings(BrokerSettings, MongoSettings, HttpSettings, LoggingSettings):
+    inbox_api_port: int = Field(default=8081, ge=1, le=65535, description="a TCP port")
+    inbox_consumer_prefetch: int = Field(
+        default=64, ge=1, le=1000, description="unacked webhook deliveries held at once"
+    )
+    whatsapp_api_base_url: str = Field(
+        default="https://graph.facebook.com/v21.0",
+        description="the Graph API base URL (the sandbox's URL in dev and tests)",
+    )

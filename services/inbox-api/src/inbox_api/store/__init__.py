@@ -1,0 +1,1 @@
+"""inbox-api's MongoDB access, one module per aggregate."""

@@ -1,0 +1,106 @@
+"""The webhook endpoint: Meta's verify handshake and the signed event POST."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from inbox_common.broker.publisher import PublishFailedError
+from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY
+from inbox_common.http import REQUEST_ID, ApiError
+from inbox_common.logging import bind_message_context, get_logger
+from inbox_common.whatsapp.signature import SIGNATURE_HEADER, verify
+from inbox_ingest.keys import METRICS, NAMES, PUBLISHER, SETTINGS
+
+log = get_logger(__name__)
+
+# Above this size hashing moves off the event loop (hashlib releases the GIL).
+_THREAD_HASH_BYTES = 256 * 1024
+_ACCEPTED = b'{"status":"accepted"}'
+
+
+async def verify_subscription(request: web.Request) -> web.Response:
+    """``GET /webhooks/whatsapp``: echo ``hub.challenge`` when the verify token matches."""
+    expected = request.app[SETTINGS].whatsapp_webhook_verify_token.get_secret_value()
+    query = request.query
+    token = query.get("hub.verify_token", "")
+    if query.get("hub.mode") == "subscribe" and hmac.compare_digest(
+        token.encode(), expected.encode()
+    ):
+        log.info("webhook.subscription_verified")
+        return web.Response(text=query.get("hub.challenge", ""), content_type="text/plain")
+    log.warning("webhook.subscription_refused", mode=query.get("hub.mode"))
+    raise ApiError(
+        403,
+        "verification_failed",
+        "hub.mode must be 'subscribe' and hub.verify_token must equal "
+        "WHATSAPP_WEBHOOK_VERIFY_TOKEN",
+    )
+
+
+def _digest_and_verify(body: bytes, header: str | None, secrets: list[bytes]) -> str | None:
+    if not verify(body, header, secrets):
+        return None
+    return hashlib.sha256(body).hexdigest()
+
+
+async def receive_event(request: web.Request) -> web.Response:
+    """``POST /webhooks/whatsapp``: 200 only once RabbitMQ confirmed the raw body."""
+    app = request.app
+    metrics = app[METRICS]
+    body = await request.read()
+    header = request.headers.get(SIGNATURE_HEADER)
+    secrets = app[SETTINGS].webhook_secrets
+    if len(body) > _THREAD_HASH_BYTES:
+        sha256 = await asyncio.to_thread(_digest_and_verify, body, header, secrets)
+    else:
+        sha256 = _digest_and_verify(body, header, secrets)
+    if sha256 is None:
+        metrics.received.labels("bad_signature").inc()
+        log.warning(
+            "webhook.bad_signature",
+            has_header=header is not None,
+            body_bytes=len(body),
+            remote=request.remote,
+        )
+        raise ApiError(
+            401,
+            "invalid_signature",
+            f"{SIGNATURE_HEADER} is missing or does not match the body; it must be "
+            "sha256=<hex HMAC-SHA256 of the raw body with the app secret> "
+            "(WHATSAPP_WEBHOOK_SECRET)",
+        )
+    bind_message_context(sha256=sha256)
+    received_at = datetime.now(UTC)
+    started = time.perf_counter()
+    try:
+        await app[PUBLISHER].publish(
+            app[NAMES].webhooks_exchange,
+            WEBHOOK_ROUTING_KEY,
+            body,
+            message_id=sha256,
+            headers={
+                "request_id": request[REQUEST_ID],
+                "received_at": received_at.isoformat(),
+                "sha256": sha256,
+            },
+            content_type=request.headers.get("Content-Type", "application/json")[:100],
+            timestamp=received_at,
+        )
+    except PublishFailedError as exc:
+        metrics.received.labels(f"publish_{exc.reason}").inc()
+        log.warning("webhook.publish_failed", reason=exc.reason, error=str(exc))
+        raise ApiError(
+            503,
+            "broker_unavailable",
+            f"the event was not stored ({exc}); Meta retries, nothing is lost",
+        ) from exc
+    metrics.publish_seconds.observe(time.perf_counter() - started)
+    metrics.body_bytes.observe(len(body))
+    metrics.received.labels("accepted").inc()
+    return web.Response(body=_ACCEPTED, content_type="application/json")
