@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -33,8 +33,11 @@ def _orjson_dumps(obj: Any, default: Any = None) -> bytes:
     return orjson.dumps(obj, default=default or str)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library's loggers to stdout in one format."""
+def configure_logging(
+    level: str = "INFO", fmt: str = "json", *, stream: TextIO | None = None
+) -> None:
+    """Route structlog and the standard library's loggers to ``stream`` (stdout) in one format."""
+    out = stream or sys.stdout
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -43,11 +46,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     ]
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-        factory: Any = structlog.PrintLoggerFactory()
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        factory: Any = structlog.PrintLoggerFactory(out)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        factory = structlog.BytesLoggerFactory()
+        factory = structlog.BytesLoggerFactory(out.buffer)
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
@@ -59,7 +62,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         if fmt == "console"
         else structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode())
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

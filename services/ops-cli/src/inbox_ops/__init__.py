@@ -1,1 +1,1 @@
-
+"""inbox-ops: the operator's command for the runbook."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from datetime import UTC, datetime
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson

@@ -1,0 +1,78 @@
+"""The argument parser and the dispatch of ``inbox-ops``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pymongo.errors import PyMongoError
+
+from inbox_common.logging import configure_logging
+from inbox_common.settings import load_settings, redact_url
+from inbox_common.store.client import create_client
+from inbox_common.tokens import Role
+from inbox_ops.db import db_deploy
+from inbox_ops.settings import OpsSettings
+from inbox_ops.tokens import token_create
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="inbox-ops",
+        description="Operate the WhatsApp inbox: migrations, tokens and the local stack. "
+        "Settings come from the environment (MONGODB_URL, MONGODB_DB, ...).",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    deploy = commands.add_parser("db-deploy", help="apply the migrations (or --check them)")
+    deploy.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 and name what differs when the schema is behind or ahead",
+    )
+
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="print a new token on stdout")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="", help="a label to recognise the token by")
+
+    dev = commands.add_parser(
+        "dev", help="run the whole platform locally (what `make run` calls); Ctrl-C stops it"
+    )
+    dev.add_argument("--state-dir", default=".run", help="where local data and secrets live")
+    return root
+
+
+async def _with_store(args: argparse.Namespace, settings: OpsSettings) -> int:
+    client = create_client(
+        settings.mongodb_url, app_name="inbox-ops", timeout_ms=settings.mongodb_timeout_ms
+    )
+    db = client[settings.mongodb_db]
+    try:
+        if args.command == "db-deploy":
+            return await db_deploy(db, check=args.check)
+        return await token_create(db, role=args.role, tenant=args.tenant, name=args.name)
+    except PyMongoError as exc:
+        print(
+            f"MongoDB at {redact_url(settings.mongodb_url)} failed: {type(exc).__name__}: {exc}\n"
+            "check MONGODB_URL and that the database is reachable",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        await client.close()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "dev":
+        from inbox_ops.devstack import run_dev_stack
+
+        return run_dev_stack(args.state_dir)
+    settings = load_settings(OpsSettings)
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+    return asyncio.run(_with_store(args, settings))

@@ -1,0 +1,255 @@
+"""``inbox-ops dev``: the whole platform on this machine, logs in one terminal.
+
+Uses ``MONGODB_URL`` and ``RABBITMQ_URL`` when set; otherwise starts SecantusDB (a
+MongoDB-wire server) with its data under the state directory and uses the local RabbitMQ.
+Secrets and an admin token are generated once and kept in the state directory, so a restart
+keeps working with the same curl commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shlex
+import signal
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from inbox_common.settings import redact_url
+from inbox_common.store.client import create_client
+from inbox_common.store.migrations import apply_migrations
+from inbox_common.tokens import Role, create_token, find_token
+from inbox_common.whatsapp import samples, signature
+from inbox_ops.processes import ServiceProcess, print_line, wait_healthy
+
+DEV_TENANT = "dev"
+DEV_PHONE_NUMBER_ID = "100000000000001"
+DEV_DISPLAY_NUMBER = "+1 555 010 0001"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tcp_reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
+            return True
+    except OSError:
+        return False
+
+
+class DevStack:
+    def __init__(self, state_dir: Path) -> None:
+        self.state = state_dir
+        self.env = dict(os.environ)
+        self.children: list[ServiceProcess] = []
+        self.mongo: ServiceProcess | None = None
+
+    def _persistent_secret(self, variable: str, filename: str) -> None:
+        if self.env.get(variable):
+            return
+        path = self.state / filename
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        self.env[variable] = path.read_text().strip()
+
+    def configure(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        env = self.env
+        env.setdefault("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        env.setdefault("MONGODB_DB", "inbox")
+        env.setdefault("AMQP_NAMESPACE", "wa")
+        env.setdefault("LOG_FORMAT", "console")
+        env.setdefault("WEBHOOK_INGEST_PORT", "8080")
+        env.setdefault("INBOX_API_PORT", "8081")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self._persistent_secret("WHATSAPP_WEBHOOK_SECRET", "webhook-secret")
+        self._persistent_secret("WHATSAPP_WEBHOOK_VERIFY_TOKEN", "verify-token")
+        for variable in ("WEBHOOK_INGEST_PORT", "INBOX_API_PORT"):
+            if not _port_free(int(env[variable])):
+                raise SystemExit(
+                    f"port {env[variable]} ({variable}) is in use; stop what holds it or set "
+                    f"{variable}=<another port>"
+                )
+        if not _tcp_reachable(env["RABBITMQ_URL"]):
+            raise SystemExit(
+                f"RabbitMQ at {redact_url(env['RABBITMQ_URL'])} is not reachable; run "
+                "scripts/ensure-rabbitmq.sh (make run does) or set RABBITMQ_URL"
+            )
+
+    async def start_store(self) -> None:
+        if self.env.get("MONGODB_URL"):
+            return
+        server = Path(sys.executable).parent / "secantusd-py"
+        if not server.exists():
+            raise SystemExit(f"{server} is missing; run `uv sync` (SecantusDB is a dev dependency)")
+        port = 27017 if _port_free(27017) else _free_port()
+        data = self.state / "mongo-data"
+        data.mkdir(exist_ok=True)
+        self.mongo = ServiceProcess(
+            "secantusdb",
+            [str(server), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data)],
+            env=self.env,
+        )
+        await self.mongo.start()
+        self.env["MONGODB_URL"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        client = create_client(self.env["MONGODB_URL"], app_name="inbox-ops-dev", timeout_ms=500)
+        try:
+            for _ in range(120):
+                with contextlib.suppress(Exception):
+                    await client.admin.command("ping")
+                    return
+                if not self.mongo.running:
+                    break
+                await asyncio.sleep(0.25)
+            raise SystemExit(f"SecantusDB did not start on port {port}; see its lines above")
+        finally:
+            await client.close()
+
+    async def prepare_store(self) -> str:
+        """Apply the migrations; return an admin token (kept in the state directory)."""
+        client = create_client(self.env["MONGODB_URL"], app_name="inbox-ops-dev")
+        db = client[self.env["MONGODB_DB"]]
+        try:
+            for migration in await apply_migrations(db):
+                print_line("inbox-ops", f"applied migration {migration.version}: {migration.name}")
+            path = self.state / "admin-token"
+            token = path.read_text().strip() if path.exists() else ""
+            if not token or await find_token(db, token) is None:
+                token = await create_token(db, role=Role.ADMIN, tenant=DEV_TENANT, name="dev")
+                path.write_text(token)
+                path.chmod(0o600)
+            return token
+        finally:
+            await client.close()
+
+    async def start_services(self) -> None:
+        services = [
+            ("webhook-ingest", "inbox_ingest", "WEBHOOK_INGEST_PORT"),
+            ("inbox-api", "inbox_api", "INBOX_API_PORT"),
+        ]
+        for name, module, port_variable in services:
+            child = ServiceProcess(name, [sys.executable, "-m", module], env=self.env)
+            await child.start()
+            self.children.append(child)
+            url = f"http://127.0.0.1:{self.env[port_variable]}/api/health"
+            await wait_healthy(url, timeout=60, process=child)
+
+    async def seed_channel(self, token: str) -> None:
+        body = {
+            "name": "Dev sandbox number",
+            "phone_number_id": DEV_PHONE_NUMBER_ID,
+            "waba_id": "100000000000009",
+            "display_phone_number": DEV_DISPLAY_NUMBER,
+            "access_token": "dev-sandbox-token",
+        }
+        url = f"http://127.0.0.1:{self.env['INBOX_API_PORT']}/api/channels"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp,
+        ):
+            if resp.status not in (201, 409):
+                raise SystemExit(f"could not create the dev channel: {await resp.text()}")
+
+    def write_sample(self) -> tuple[Path, str]:
+        payload = samples.text_webhook(
+            DEV_PHONE_NUMBER_ID, "15551234567", "Dev Customer", "Hello from the sample webhook"
+        )
+        body = orjson.dumps(payload)
+        path = self.state / "sample-webhook.json"
+        path.write_bytes(body)
+        secret = self.env["WHATSAPP_WEBHOOK_SECRET"].split(",")[0].strip().encode()
+        return path, signature.sign(secret, body)
+
+    def summary(self, token: str) -> str:
+        ingest = f"http://127.0.0.1:{self.env['WEBHOOK_INGEST_PORT']}"
+        api = f"http://127.0.0.1:{self.env['INBOX_API_PORT']}"
+        sample, header = self.write_sample()
+        auth = f"Authorization: Bearer {token}"
+        signed = shlex.quote(f"{signature.SIGNATURE_HEADER}: {header}")
+        return "\n".join(
+            [
+                "",
+                "The WhatsApp inbox is up. Ctrl-C stops everything.",
+                f"  webhook-ingest  {ingest}/webhooks/whatsapp   (health {ingest}/api/health)",
+                f"  inbox-api       {api}/api/conversations   (docs {api}/api/openapi.json)",
+                f"  MongoDB         {redact_url(self.env['MONGODB_URL'])} "
+                f"db={self.env['MONGODB_DB']}",
+                f"  RabbitMQ        {redact_url(self.env['RABBITMQ_URL'])} "
+                f"namespace={self.env['AMQP_NAMESPACE']}",
+                f"  admin token     {token}   (tenant {DEV_TENANT!r}; kept in {self.state}/)",
+                f"  dev channel     phone_number_id {DEV_PHONE_NUMBER_ID}",
+                "",
+                "Post a correctly signed sample webhook:",
+                f"  curl -sS -X POST {ingest}/webhooks/whatsapp "
+                f"-H 'Content-Type: application/json' -H {signed} "
+                f"--data-binary @{sample}",
+                "Then read it back:",
+                f"  curl -sS {api}/api/conversations -H {shlex.quote(auth)}",
+                "",
+            ]
+        )
+
+    async def stop(self) -> None:
+        # Ingest first (stop taking events), then the consumers, then the store.
+        for child in self.children:
+            await child.stop()
+        if self.mongo is not None:
+            await self.mongo.stop()
+
+
+async def _run(state_dir: Path) -> int:
+    stack = DevStack(state_dir)
+    stack.configure()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stack.start_store()
+        token = await stack.prepare_store()
+        await stack.start_services()
+        await stack.seed_channel(token)
+        sys.stdout.write(stack.summary(token) + "\n")
+        sys.stdout.flush()
+        exits = [asyncio.create_task(c.wait()) for c in stack.children]
+        stop_task = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait([stop_task, *exits], return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        for task in exits:
+            task.cancel()
+        if stop_task in done:
+            print_line("inbox-ops", "stopping")
+            return 0
+        crashed = [c.name for c in stack.children if not c.running]
+        print_line("inbox-ops", f"{', '.join(crashed)} exited; stopping everything")
+        return 1
+    finally:
+        await stack.stop()
+
+
+def run_dev_stack(state_dir: str) -> int:
+    try:
+        return asyncio.run(_run(Path(state_dir).resolve()))
+    except (SystemExit, TimeoutError, RuntimeError) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        print(f"inbox-ops dev: {exc}", file=sys.stderr)
+        return 1
