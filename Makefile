@@ -26,8 +26,10 @@ help:
 bootstrap:
 	@scripts/bootstrap.sh
 
+# The venv's entry point directly (bootstrap synced it): Ctrl-C and SIGTERM reach inbox-ops,
+# which stops the services in order.
 run: bootstrap
-	exec $(UV_RUN) inbox-ops dev
+	exec .venv/bin/inbox-ops dev
 
 test: bootstrap lint
 	$(UV_RUN) pytest $(PYTEST_ARGS)

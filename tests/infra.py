@@ -31,6 +31,8 @@ import aiohttp
 import pymongo
 import pymongo.errors
 
+from inbox_common.broker.topology import Names, topology
+
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
@@ -189,6 +191,11 @@ class AmqpNamespace:
                 raise ValueError(f"{name!r} is outside the test's namespace {self.prefix!r}")
             if name not in self.tracked:
                 self.tracked.append(name)
+
+    def track_topology(self) -> None:
+        """Track every exchange and queue the services declare in this namespace."""
+        spec = topology(Names(self.name))
+        self.track(*(e.name for e in spec.exchanges), *(q.name for q in spec.queues))
 
     async def delete_tracked(self, amqp_url: str) -> None:
         """Delete every tracked name as a queue and as an exchange."""

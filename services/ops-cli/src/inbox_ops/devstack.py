@@ -154,7 +154,7 @@ class DevStack:
 
     async def seed_channel(self, token: str) -> None:
         body = {
-            "name": "Dev sandbox number",
+            "name": "Dev number",
             "phone_number_id": DEV_PHONE_NUMBER_ID,
             "waba_id": "100000000000009",
             "display_phone_number": DEV_DISPLAY_NUMBER,

@@ -17,6 +17,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 
 from inbox_common.broker.connection import Broker
 
+_REOPEN_POLL_SECONDS = 0.01
+
 
 class PublishFailedError(Exception):
     """The broker did not take the message; nothing may be acknowledged upstream.
@@ -82,9 +84,7 @@ class ConfirmedPublisher:
         try:
             target = await self._exchange(exchange)
             # The robust channel waits for a reconnect without a deadline: bound it here.
-            await asyncio.wait_for(
-                target.publish(message, routing_key, mandatory=True), self._timeout
-            )
+            await asyncio.wait_for(self._publish(target, message, routing_key), self._timeout)
         except TimeoutError:
             raise PublishFailedError(
                 "timeout", f"no confirm from RabbitMQ within {self._timeout:g}s"
@@ -99,6 +99,20 @@ class ConfirmedPublisher:
             raise PublishFailedError(
                 "broker_unavailable", f"RabbitMQ connection lost: {type(exc).__name__}"
             ) from exc
+
+    async def _publish(
+        self, target: AbstractExchange, message: aio_pika.Message, routing_key: str
+    ) -> None:
+        # A channel error (a publish to a missing exchange: 404) closes the channel but not
+        # the connection; the robust channel reopens it in the background within
+        # milliseconds. Wait for that (bounded by the caller's timeout) instead of failing
+        # every publish made meanwhile.
+        while self._reopening():  # noqa: ASYNC110 - aio-pika offers no event to await
+            await asyncio.sleep(_REOPEN_POLL_SECONDS)
+        await target.publish(message, routing_key, mandatory=True)
+
+    def _reopening(self) -> bool:
+        return self._channel is not None and self._channel.is_closed and self._broker.connected
 
 
 def header_str(headers: HeadersType, name: str) -> str | None:

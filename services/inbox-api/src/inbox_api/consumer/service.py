@@ -124,21 +124,23 @@ class WebhookProcessor:
         bind_message_context(wamid=message.id)
         sender = message.from_ or message.from_user_id or ""
         inbox = self._stores.inbox
+        reaction = message.reaction if message.type == "reaction" else None
         conversation_id = await inbox.touch_conversation(
             channel,
             sender,
             name=names.get(sender),
             wamid=message.id,
             at=message.timestamp,
-            preview=message.preview,
+            # A reaction decorates its target: no unread count, no new preview.
+            preview=None if reaction else message.preview,
             inbound=True,
         )
-        if message.type == "reaction" and message.reaction and message.reaction.message_id:
+        if reaction is not None and reaction.message_id:
             await inbox.apply_reaction(
                 channel,
-                message.reaction.message_id,
+                reaction.message_id,
                 by=sender,
-                emoji=None if message.is_reaction_removal else message.reaction.emoji,
+                emoji=None if message.is_reaction_removal else reaction.emoji,
                 at=message.timestamp,
                 wamid=message.id,
             )

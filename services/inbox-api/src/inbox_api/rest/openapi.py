@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from inbox_api.rest.schemas import (
     ChannelCreate,
@@ -20,6 +20,7 @@ from inbox_api.rest.schemas import (
     WebhookLogOut,
 )
 from inbox_common import __version__
+from inbox_common.health import HealthReport
 
 OPENAPI_KEY = web.AppKey("openapi", bytes)
 
@@ -32,7 +33,10 @@ _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
-    return {"$ref": _REF.format(model=model.__name__)}
+    # The key pydantic gives the model under components/schemas (Page[ChannelOut] becomes
+    # Page_ChannelOut_), so that every $ref resolves.
+    name = GenerateJsonSchema(ref_template=_REF).normalize_name(model.__name__)
+    return {"$ref": _REF.format(model=name)}
 
 
 def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
@@ -73,6 +77,7 @@ def build_openapi() -> bytes:
         WebhookLogOut,
         WebhookLogDetail,
         ErrorBody,
+        HealthReport,
         Page[ChannelOut],
         Page[ConversationOut],
         Page[MessageOut],
@@ -80,6 +85,9 @@ def build_openapi() -> bytes:
     ]
     _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
     status_filter = {"name": "status", "in": "query", "schema": {"type": "string"}}
+    health = _op("Health of the service and its dependencies (no token)", HealthReport, errors=())
+    health["responses"]["503"] = _json(HealthReport, "a critical dependency is down")
+    health["security"] = []
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "WhatsApp Inbox API", "version": __version__},
@@ -89,6 +97,7 @@ def build_openapi() -> bytes:
         },
         "security": [{"bearer": []}],
         "paths": {
+            "/api/health": {"get": health},
             "/api/channels": {
                 "post": _op(
                     "Connect a WhatsApp number (admin)",

@@ -58,13 +58,15 @@ class Inbox:
         name: str | None,
         wamid: str,
         at: datetime,
-        preview: str,
+        preview: str | None,
         inbound: bool,
     ) -> ObjectId:
         """Create or update the conversation with ``wa_id`` for message ``wamid``.
 
-        The preview follows the newest message (ties broken by wamid); an inbound message
-        joins the unread set and moves ``last_inbound_at`` (the 24-hour window).
+        With a ``preview`` the message is a visible one: the preview follows the newest such
+        message (ties broken by wamid) and an inbound one joins the unread set. Without one
+        (a reaction) only ``last_inbound_at`` moves. Inbound events move ``last_inbound_at``,
+        which opens the 24-hour customer service window.
         """
         newer = {
             "$or": [
@@ -86,24 +88,37 @@ class Inbox:
         }
         if name:
             first["contact_name"] = lit(name)
-        second: dict[str, Any] = {
-            "last_message_at": {"$cond": ["$_newer", lit(at), "$last_message_at"]},
-            "last_message_wamid": {"$cond": ["$_newer", lit(wamid), "$last_message_wamid"]},
-            "last_message_preview": {"$cond": ["$_newer", lit(preview), "$last_message_preview"]},
-        }
+        second: dict[str, Any] = {}
+        if preview is not None:
+            second["last_message_at"] = {"$cond": ["$_newer", lit(at), "$last_message_at"]}
+            second["last_message_wamid"] = {"$cond": ["$_newer", lit(wamid), "$last_message_wamid"]}
+            second["last_message_preview"] = {
+                "$cond": ["$_newer", lit(preview), "$last_message_preview"]
+            }
+            if inbound:
+                second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit([wamid])]}
         if inbound:
             second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(at)]}
-            second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit([wamid])]}
+        stages: list[dict[str, Any]] = [
+            {"$set": first},
+            *([{"$set": second}] if second else []),
+            {"$unset": "_newer"},
+        ]
+        key = {"channel_id": channel["_id"], "wa_id": wa_id}
         doc = await _retry_duplicate(
             lambda: self._conversations.find_one_and_update(
-                {"channel_id": channel["_id"], "wa_id": wa_id},
-                [{"$set": first}, {"$set": second}, {"$unset": "_newer"}],
+                key,
+                stages,
                 upsert=True,
                 projection={"_id": 1},
                 return_document=ReturnDocument.AFTER,
             )
         )
-        assert doc is not None  # upsert with AFTER always returns the document
+        if doc is None:
+            # MongoDB always returns the document of an upsert with AFTER; SecantusDB may
+            # answer racing upserts without it (the write is applied), so read it back.
+            doc = await self._conversations.find_one(key, {"_id": 1})
+        assert doc is not None
         return ObjectId(doc["_id"])
 
     async def store_message(self, channel: Document, doc: Document) -> None:
@@ -128,12 +143,14 @@ class Inbox:
         the message fills when it arrives.
         """
         history = {"$ifNull": ["$statuses", []]}
+        # $map, not "$statuses.status": SecantusDB does not traverse arrays in field paths.
+        seen = {"$map": {"input": history, "in": "$$this.status"}}
         update: dict[str, Any] = {
             "tenant": _keep_or("tenant", channel["tenant"]),
             "channel_id": _keep_or("channel_id", channel["_id"]),
             "statuses": {
                 "$cond": [
-                    {"$in": [lit(entry["status"]), {"$ifNull": ["$statuses.status", []]}]},
+                    {"$in": [lit(entry["status"]), seen]},
                     history,
                     {"$concatArrays": [history, [lit(entry)]]},
                 ]

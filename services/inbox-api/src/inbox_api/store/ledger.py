@@ -42,7 +42,11 @@ class Ledger:
             return_document=ReturnDocument.AFTER,
             projection={"body": 0},
         )
-        assert entry is not None  # upsert with AFTER always returns the document
+        if entry is None:
+            # MongoDB always returns the document of an upsert with AFTER; SecantusDB may
+            # answer racing upserts without it (the write is applied), so read it back.
+            entry = await self._events.find_one({"sha256": delivery.sha256}, {"body": 0})
+        assert entry is not None
         return entry
 
     async def finish(

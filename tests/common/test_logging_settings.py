@@ -1,0 +1,79 @@
+"""Logging never leaks secrets; settings fail at start naming the variable."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import structlog
+
+from inbox_common.logging import bind_message_context, configure_logging, get_logger
+from inbox_common.settings import BrokerSettings, MongoSettings, load_settings, redact_url
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def test_json_logs_carry_bound_ids_and_redact_secrets(restore_logging: None) -> None:
+    raw = io.BytesIO()
+    configure_logging(
+        "INFO", "json", stream=io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    )
+    try:
+        structlog.contextvars.clear_contextvars()
+        bind_message_context(request_id="req-1", wamid="wamid.X", sha256=None)
+        get_logger("test").info(
+            "something.happened",
+            access_token="EAAG-very-secret",
+            authorization="Bearer wai_abc",
+            url="amqp://guest:hunter2@broker:5672/",
+            count=3,
+        )
+    finally:
+        structlog.contextvars.clear_contextvars()
+    line = orjson.loads(raw.getvalue().splitlines()[-1])
+    assert line["event"] == "something.happened"
+    assert line["request_id"] == "req-1"
+    assert line["wamid"] == "wamid.X"
+    assert "sha256" not in line
+    assert line["count"] == 3
+    text = raw.getvalue().decode()
+    for secret in ("EAAG-very-secret", "wai_abc", "hunter2"):
+        assert secret not in text
+    assert line["url"] == "amqp://guest:***@broker:5672/"
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert (
+        redact_url("mongodb://app:pw@db1,db2/?replicaSet=rs")
+        == "mongodb://app:***@db1,db2/?replicaSet=rs"
+    )
+    assert redact_url("amqp://127.0.0.1:5672/") == "amqp://127.0.0.1:5672/"
+
+
+def test_bad_values_name_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Both(BrokerSettings, MongoSettings):
+        pass
+
+    monkeypatch.setenv("RABBITMQ_URL", "http://not-amqp")
+    monkeypatch.setenv("AMQP_NAMESPACE", "has space")
+    monkeypatch.setenv("MONGODB_DB", "ok_name")
+    with pytest.raises(SystemExit):
+        load_settings(Both)
+    err = capsys.readouterr().err
+    assert "RABBITMQ_URL" in err
+    assert "amqp://" in err
+    assert "AMQP_NAMESPACE" in err
+    assert "MONGODB_DB" not in err

@@ -1,0 +1,321 @@
+"""The webhook consumer in process: a real queue of the topology, the AMQP edge (handlers),
+the service and the real store; each message is fetched with ``queue.get`` and processed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractQueue
+from prometheus_client import CollectorRegistry
+
+from inbox_api.consumer.handlers import WebhookHandler
+from inbox_api.consumer.service import WebhookProcessor
+from inbox_common.broker.connection import Broker
+from inbox_common.broker.consumer import REASON_HEADER, Consumer, ConsumerMetrics, RetryPolicy
+from inbox_common.broker.publisher import ConfirmedPublisher, header_str
+from inbox_common.broker.topology import Names
+from inbox_common.store.client import Database, Document, create_client
+from inbox_common.store.schema import CONTACTS, MESSAGES, WEBHOOK_EVENTS
+from inbox_common.whatsapp import samples
+from tests.inbox_api.conftest import (
+    ACME_NUMBER,
+    delivery_of,
+    publish_delivery,
+    snapshot,
+    stores_of,
+    wait_until,
+)
+from tests.infra import free_port
+
+pytestmark = pytest.mark.integration
+
+FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
+WA = "491709999999"
+
+
+def consumer_for(
+    broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
+) -> Consumer:
+    return Consumer(
+        broker,
+        names.webhooks_queue,
+        WebhookHandler(processor),
+        dead_letter_exchange=names.dead_letter_exchange,
+        dead_letters=publisher,
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        prefetch=16,
+        retry=FAST_RETRY,
+    )
+
+
+@pytest.fixture
+def consumer(
+    broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
+) -> Consumer:
+    return consumer_for(broker, names, publisher, processor)
+
+
+@pytest.fixture
+async def amqp_channel(broker: Broker) -> AsyncIterator[AbstractChannel]:
+    channel = await broker.connection.channel()
+    yield channel
+    if not channel.is_closed:
+        await channel.close()
+
+
+@pytest.fixture
+async def work_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
+    return await amqp_channel.get_queue(names.webhooks_queue)
+
+
+@pytest.fixture
+async def dead_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
+    return await amqp_channel.get_queue(names.dead_letter_queue(names.webhooks_queue))
+
+
+def text_body(text: str = "hello", *, wamid: str | None = None) -> bytes:
+    delivery = delivery_of(
+        samples.text_webhook(ACME_NUMBER, WA, "Ann", text, wamid=wamid, timestamp=1_700_000_000)
+    )
+    return delivery.body
+
+
+async def test_a_published_delivery_is_stored_and_acked(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+) -> None:
+    wamid = samples.new_wamid()
+    delivery = delivery_of(text_body("from the queue", wamid=wamid), request_id="req-42")
+    await publish_delivery(publisher, names, delivery)
+
+    message = await work_queue.get(timeout=5)
+    assert message.message_id == delivery.sha256
+    outcome = await consumer.process(message)
+
+    assert outcome == "acked"
+    assert await work_queue.get(fail=False, timeout=5) is None
+    assert await dead_queue.get(fail=False, timeout=5) is None
+    stored = await db[MESSAGES].find_one({"wamid": wamid})
+    assert stored is not None
+    assert stored["content"] == {"body": "from the queue"}
+    event = await db[WEBHOOK_EVENTS].find_one({"sha256": delivery.sha256})
+    assert event is not None
+    assert (event["status"], event["request_id"], event["attempts"]) == ("processed", "req-42", 1)
+    assert event["body"] == delivery.body
+
+
+async def test_an_invalid_payload_is_recorded_and_acked_not_dead_lettered(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
+    db: Database,
+) -> None:
+    delivery = delivery_of(b"signed, but not JSON")
+    await publish_delivery(publisher, names, delivery)
+
+    assert await consumer.process(await work_queue.get(timeout=5)) == "acked"
+
+    # The ledger keeps it for inspection and replay; the queue does not.
+    event = await db[WEBHOOK_EVENTS].find_one({"sha256": delivery.sha256})
+    assert event is not None
+    assert event["status"] == "failed"
+    assert event["error"]["code"] == "invalid_payload:invalid_json"
+    assert await dead_queue.get(fail=False, timeout=5) is None
+
+
+def _headers_without(name: str) -> dict[str, str]:
+    headers = delivery_of(text_body()).headers()
+    del headers[name]
+    return headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        pytest.param({}, "invalid_delivery: header sha256", id="no-headers"),
+        pytest.param(_headers_without("sha256"), "invalid_delivery: header sha256", id="no-sha"),
+        pytest.param({"sha256": "not-hex"}, "invalid_delivery: header sha256", id="bad-sha"),
+        pytest.param(
+            {"sha256": hashlib.sha256(b"another body").hexdigest()},
+            "checksum_mismatch: the body does not hash",
+            id="sha-mismatch",
+        ),
+        pytest.param(
+            {**delivery_of(text_body()).headers(), "received_at": "yesterday"},
+            "invalid_delivery: header received_at",
+            id="bad-received-at",
+        ),
+    ],
+)
+async def test_a_malformed_delivery_is_dead_lettered_with_the_reason(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    delivery = delivery_of(text_body())
+    await publish_delivery(publisher, names, delivery, headers=headers)
+
+    outcome = await consumer.process(await work_queue.get(timeout=5))
+
+    assert outcome == "dead_lettered"
+    assert await work_queue.get(fail=False, timeout=5) is None
+    dead = await dead_queue.get(timeout=5)
+    await dead.ack()
+    assert dead.body == delivery.body
+    assert (header_str(dead.headers, REASON_HEADER) or "").startswith(reason)
+    assert await db[WEBHOOK_EVENTS].count_documents({}) == 0
+    assert await db[MESSAGES].count_documents({}) == 0
+
+
+async def test_a_delivery_without_request_id_or_time_is_still_processed(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+) -> None:
+    delivery = delivery_of(text_body())
+    await publish_delivery(publisher, names, delivery, headers={"sha256": delivery.sha256})
+
+    assert await consumer.process(await work_queue.get(timeout=5)) == "acked"
+
+    event = await db[WEBHOOK_EVENTS].find_one({"sha256": delivery.sha256})
+    assert event is not None
+    assert (event["status"], event["request_id"]) == ("processed", "")
+    assert isinstance(event["received_at"], datetime)
+
+
+async def test_a_store_outage_requeues_and_the_redelivery_succeeds(
+    broker: Broker,
+    names: Names,
+    publisher: ConfirmedPublisher,
+    consumer: Consumer,
+    work_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+) -> None:
+    delivery = delivery_of(text_body("during the outage"))
+    await publish_delivery(publisher, names, delivery)
+    nowhere = create_client(
+        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        app_name="outage",
+        timeout_ms=200,
+    )
+    try:
+        down = consumer_for(broker, names, publisher, WebhookProcessor(stores_of(nowhere["x"])))
+
+        outcome = await down.process(await work_queue.get(timeout=5))
+    finally:
+        await nowhere.close()
+
+    assert outcome == "requeued"
+    assert await db[WEBHOOK_EVENTS].count_documents({"status": "processed"}) == 0
+    again = await work_queue.get(timeout=5)
+    assert again.redelivered
+    assert await consumer.process(again) == "acked"
+    event = await db[WEBHOOK_EVENTS].find_one({"sha256": delivery.sha256})
+    assert event is not None
+    assert (event["status"], event["attempts"]) == ("processed", 1)
+    assert await work_queue.get(fail=False, timeout=5) is None
+
+
+async def test_a_store_rejection_is_dead_lettered(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+) -> None:
+    # A validator no webhook can satisfy: the store refuses the write, whatever the retries.
+    await db.command(
+        {"collMod": CONTACTS, "validator": {"$jsonSchema": {"required": ["never_set"]}}}
+    )
+    await publish_delivery(publisher, names, delivery_of(text_body()))
+
+    assert await consumer.process(await work_queue.get(timeout=5)) == "dead_lettered"
+
+    dead = await dead_queue.get(timeout=5)
+    await dead.ack()
+    assert (header_str(dead.headers, REASON_HEADER) or "").startswith("store_rejected: ")
+
+
+async def test_a_redelivery_after_a_kill_before_the_ack_stores_one_delivery(
+    broker: Broker,
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    processor: WebhookProcessor,
+    db: Database,
+    channel: Document,
+) -> None:
+    delivery = delivery_of(text_body("at least once"))
+    await publish_delivery(publisher, names, delivery)
+    doomed = await broker.connection.channel()
+    queue = await doomed.get_queue(names.webhooks_queue)
+    message = await queue.get(timeout=5)
+
+    # The handler wrote everything; the process died before the ack.
+    await WebhookHandler(processor)(message)
+    once = await snapshot(db)
+    await doomed.close()
+
+    again = await work_queue.get(timeout=5)
+    assert again.redelivered
+    assert again.message_id == delivery.sha256
+    assert await consumer.process(again) == "acked"
+
+    assert await snapshot(db) == once
+    event = await db[WEBHOOK_EVENTS].find_one({"sha256": delivery.sha256})
+    assert event is not None
+    assert (event["status"], event["attempts"]) == ("processed", 2)
+    assert await work_queue.get(fail=False, timeout=5) is None
+
+
+async def test_a_running_consumer_stores_every_delivery(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    db: Database,
+    channel: Document,
+) -> None:
+    count = 15
+    for i in range(count):
+        body = samples.text_webhook(
+            ACME_NUMBER, f"49170{i:07d}", f"User {i}", f"message {i}", timestamp=1_700_000_000 + i
+        )
+        await publish_delivery(publisher, names, delivery_of(body))
+    await consumer.start()
+    try:
+
+        async def all_processed() -> bool:
+            return await db[WEBHOOK_EVENTS].count_documents({"status": "processed"}) == count
+
+        await wait_until(all_processed, f"{count} deliveries processed")
+    finally:
+        await consumer.stop()
+
+    assert await db[MESSAGES].count_documents({"direction": "inbound"}) == count
+    assert await db[CONTACTS].count_documents({}) == count
+    newest = await db[MESSAGES].find_one(sort=[("timestamp", -1)])
+    assert newest is not None
+    assert newest["timestamp"] == datetime.fromtimestamp(1_700_000_000 + count - 1, tz=UTC)
