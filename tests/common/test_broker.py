@@ -270,7 +270,8 @@ async def test_a_missing_exchange_fails_and_the_publisher_recovers(
     with pytest.raises(PublishFailedError) as caught:
         await publisher.publish(missing, "k", b"nowhere")
 
-    assert "ChannelNotFoundEntity" in str(caught.value)
+    assert caught.value.reason == "returned"
+    assert "does not exist" in str(caught.value)
     # The 404 closed the confirm channel; the very next publish must go through.
     await publish(publisher, names, b"after")
     message = await work_queue.get(timeout=5)

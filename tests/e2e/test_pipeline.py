@@ -203,3 +203,32 @@ async def test_unknown_number_is_kept_as_failed_not_dropped(stack: Stack) -> Non
             f"{stack.api}/api/admin/webhook-logs?status=failed", headers=stack.auth
         ) as scoped:
             assert (await scoped.json())["items"] == []
+
+        # Meta will not resend it (it got a 200): creating the channel replays it.
+        async with session.post(
+            f"{stack.api}/api/channels",
+            headers=stack.auth,
+            json={
+                "name": "Late",
+                "phone_number_id": "999999",
+                "waba_id": "778",
+                "display_phone_number": "+1 555 9999",
+                "access_token": "EAAG-late",
+            },
+        ) as created:
+            assert created.status == 201
+            assert (await created.json())["replayed_webhooks"] == 1
+        page = await _poll(
+            session,
+            f"{stack.api}/api/conversations",
+            stack.auth,
+            lambda d: len(d["items"]) == 1,
+        )
+        assert page["items"][0]["last_message_preview"] == "lost?"
+        replayed = await _poll(
+            session,
+            f"{stack.api}/api/admin/webhook-logs/{event['id']}",
+            everyone,
+            lambda d: d["status"] == "processed",
+        )
+        assert replayed["attempts"] == 2

@@ -415,6 +415,7 @@ async def test_messages_carry_content_reply_statuses_and_reactions(
             "content": {"body": "Yes!"},
             "timestamp": at(3),
         },
+        status="pending",
     )
     error = samples.meta_error(131026, "Message undeliverable", "Receiver is incapable")
     await deliver(

@@ -80,6 +80,7 @@ async def store_outbound(db: Database, channel: Document, wamid: str, *, seconds
             "content": {"body": "Hi!"},
             "timestamp": at(seconds),
         },
+        status="pending",
     )
 
 
@@ -158,11 +159,11 @@ class _CrashingInbox(Inbox):
         super().__init__(db)
         self.stored = 0
 
-    async def store_message(self, channel: Document, doc: Document) -> None:
+    async def store_message(self, channel: Document, doc: Document, *, status: str) -> None:
         if self.stored == 1:
             raise RuntimeError("killed")
         self.stored += 1
-        await super().store_message(channel, doc)
+        await super().store_message(channel, doc, status=status)
 
 
 async def test_a_crash_half_way_then_a_redelivery_equals_one_clean_delivery(

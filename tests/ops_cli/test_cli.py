@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
+import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
+from inbox_api.store.ledger import Ledger
+from inbox_common.broker.topology import Names, declare, topology
+from inbox_common.contracts.delivery import WebhookDelivery
+from inbox_common.store.migrations import apply_migrations
 from inbox_common.tokens import TOKEN_PREFIX, find_token
 from tests import infra
 
 pytestmark = pytest.mark.integration
 
 
-def inbox_ops(*args: str, mongo_url: str, db: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MONGODB_URL": mongo_url, "MONGODB_DB": db, "MONGODB_TIMEOUT_MS": "1500"}
+def inbox_ops(
+    *args: str, mongo_url: str, db: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DB": db,
+        "MONGODB_TIMEOUT_MS": "1500",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "inbox_ops", *args],
         env=env,
@@ -98,3 +114,58 @@ def test_bad_role_and_unreachable_store_fail_clearly(mongo_db_name: str) -> None
     bad_url = inbox_ops("db-deploy", mongo_url="postgres://x", db=mongo_db_name)
     assert bad_url.returncode == 2
     assert "MONGODB_URL" in bad_url.stderr
+
+
+async def test_webhooks_replay_publishes_failed_events_again(
+    mongo_url: str, mongo_db_name: str, amqp_url: str, amqp_namespace: infra.AmqpNamespace
+) -> None:
+    amqp_namespace.track_topology()
+    names = Names(amqp_namespace.name)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await declare(channel, topology(names))
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+        try:
+            db = client[mongo_db_name]
+            await apply_migrations(db)
+            ledger = Ledger(db)
+            bodies = [f'{{"n":{n}}}'.encode() for n in range(3)]
+            for n, body in enumerate(bodies):
+                delivery = WebhookDelivery(
+                    sha256=hashlib.sha256(body).hexdigest(),
+                    request_id=f"r{n}",
+                    received_at=datetime.now(UTC),
+                    body=body,
+                )
+                await ledger.receive(delivery)
+                code = "unknown_channel" if n < 2 else "invalid_payload:schema"
+                await ledger.finish(
+                    delivery.sha256, status="failed", phone_number_ids=["42"], error={"code": code}
+                )
+        finally:
+            await client.close()
+        env = {"RABBITMQ_URL": amqp_url, "AMQP_NAMESPACE": amqp_namespace.name}
+        dry = inbox_ops(
+            "webhooks", "replay", "--error-code", "unknown_channel", "--dry-run",
+            mongo_url=mongo_url, db=mongo_db_name, env=env,
+        )  # fmt: skip
+        assert dry.returncode == 0, dry.stderr
+        assert "2 event(s) match" in dry.stdout
+        queue = await channel.get_queue(names.webhooks_queue)
+        assert await queue.get(fail=False, timeout=1) is None
+
+        done = inbox_ops(
+            "webhooks", "replay", "--error-code", "unknown_channel",
+            mongo_url=mongo_url, db=mongo_db_name, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "replayed 2 event(s)" in done.stdout
+        received = []
+        for _ in range(2):
+            message = await queue.get(timeout=5)
+            await message.ack()
+            received.append(WebhookDelivery.from_amqp(message.body, message.headers))
+        assert [d.body for d in received] == bodies[:2]
+        assert [d.request_id for d in received] == ["r0", "r1"]
+        assert await queue.get(fail=False, timeout=1) is None

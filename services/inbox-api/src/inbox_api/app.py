@@ -8,7 +8,7 @@ from aiohttp import web
 
 from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import Stores, WebhookProcessor
-from inbox_api.keys import BROKER, CHANNELS, DB, INBOX, LEDGER, MONGO, SETTINGS
+from inbox_api.keys import BROKER, CHANNELS, DB, INBOX, LEDGER, MONGO, NAMES, PUBLISHER, SETTINGS
 from inbox_api.rest.auth import TOKEN_CACHE, TokenCache, auth_middleware
 from inbox_api.rest.handlers import add_routes
 from inbox_api.rest.openapi import OPENAPI_KEY, build_openapi
@@ -50,15 +50,18 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     names = Names(settings.amqp_namespace)
     broker = Broker(settings.rabbitmq_url, name=SERVICE)
+    # One confirm channel for dead letters and replays.
+    publisher = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
     app[BROKER] = broker
-    dead_letters = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
+    app[PUBLISHER] = publisher
+    app[NAMES] = names
     processor = WebhookProcessor(Stores(app[LEDGER], app[CHANNELS], app[INBOX]))
     consumer = Consumer(
         broker,
         names.webhooks_queue,
         WebhookHandler(processor),
         dead_letter_exchange=names.dead_letter_exchange,
-        dead_letters=dead_letters,
+        dead_letters=publisher,
         metrics=ConsumerMetrics(app[METRICS_REGISTRY]),
         prefetch=settings.inbox_consumer_prefetch,
     )
@@ -69,7 +72,7 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     async def setup() -> None:
         channel = await broker.connection.channel()
         await declare(channel, topology(names))
-        await dead_letters.start()
+        await publisher.start()
         await consumer.start()
 
     broker.start()

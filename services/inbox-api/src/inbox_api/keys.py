@@ -12,6 +12,8 @@ from inbox_api.store.channels import Channels
 from inbox_api.store.inbox import Inbox
 from inbox_api.store.ledger import Ledger
 from inbox_common.broker.connection import Broker
+from inbox_common.broker.publisher import ConfirmedPublisher
+from inbox_common.broker.topology import Names
 from inbox_common.store.client import Database, Document
 
 if TYPE_CHECKING:
@@ -24,4 +26,6 @@ CHANNELS = web.AppKey("channels", Channels)
 INBOX = web.AppKey("inbox", Inbox)
 LEDGER = web.AppKey("ledger", Ledger)
 BROKER = web.AppKey("broker", Broker)
+PUBLISHER = web.AppKey("publisher", ConfirmedPublisher)
+NAMES = web.AppKey("names", Names)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

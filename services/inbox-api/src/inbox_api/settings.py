@@ -12,7 +12,3 @@ class InboxApiSettings(BrokerSettings, MongoSettings, HttpSettings, LoggingSetti
     inbox_consumer_prefetch: int = Field(
         default=64, ge=1, le=1000, description="unacked webhook deliveries held at once"
     )
-    whatsapp_api_base_url: str = Field(
-        default="https://graph.facebook.com/v21.0",
-        description="the Graph API base URL (the sandbox's URL in dev and tests)",
-    )

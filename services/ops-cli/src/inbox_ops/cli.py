@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
 from pymongo.errors import PyMongoError
 
 from inbox_common.logging import configure_logging
+from inbox_common.replay import ReplayFilter
 from inbox_common.settings import load_settings, redact_url
 from inbox_common.store.client import create_client
 from inbox_common.tokens import Role
 from inbox_ops.db import db_deploy
 from inbox_ops.settings import OpsSettings
 from inbox_ops.tokens import token_create
+from inbox_ops.webhooks import webhooks_replay
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +43,22 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="", help="a label to recognise the token by")
 
+    webhooks = commands.add_parser("webhooks", help="work with the webhook ledger")
+    webhook_commands = webhooks.add_subparsers(
+        dest="webhooks_command", required=True, metavar="ACTION"
+    )
+    replay = webhook_commands.add_parser(
+        "replay", help="publish failed (or stuck) ledger events to the consumer again"
+    )
+    replay.add_argument("--status", choices=["failed", "received"], default="failed")
+    replay.add_argument("--error-code", help="only events that failed with this code")
+    replay.add_argument("--phone-number-id", help="only events for this number")
+    replay.add_argument(
+        "--since", type=datetime.fromisoformat, help="only events received at or after (ISO 8601)"
+    )
+    replay.add_argument("--limit", type=int, default=1000, help="at most this many (oldest first)")
+    replay.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+
     dev = commands.add_parser(
         "dev", help="run the whole platform locally (what `make run` calls); Ctrl-C stops it"
     )
@@ -55,6 +74,15 @@ async def _with_store(args: argparse.Namespace, settings: OpsSettings) -> int:
     try:
         if args.command == "db-deploy":
             return await db_deploy(db, check=args.check)
+        if args.command == "webhooks":
+            selection = ReplayFilter(
+                status=args.status,
+                error_code=args.error_code,
+                phone_number_id=args.phone_number_id,
+                since=args.since,
+                limit=args.limit,
+            )
+            return await webhooks_replay(db, settings, selection, dry_run=args.dry_run)
         return await token_create(db, role=args.role, tenant=args.tenant, name=args.name)
     except PyMongoError as exc:
         print(

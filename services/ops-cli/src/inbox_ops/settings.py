@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from inbox_common.settings import LoggingSettings, MongoSettings
+from inbox_common.settings import BrokerSettings, LoggingSettings, MongoSettings
 
 
-class OpsSettings(MongoSettings, LoggingSettings):
+class OpsSettings(MongoSettings, BrokerSettings, LoggingSettings):
     log_format: Literal["json", "console"] = Field(
         default="console", description="json or console (the default for a terminal command)"
     )

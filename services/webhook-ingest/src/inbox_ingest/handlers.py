@@ -12,6 +12,7 @@ from aiohttp import web
 
 from inbox_common.broker.publisher import PublishFailedError
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY
+from inbox_common.contracts.delivery import delivery_headers
 from inbox_common.http import REQUEST_ID, ApiError
 from inbox_common.logging import bind_message_context, get_logger
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, verify
@@ -84,11 +85,7 @@ async def receive_event(request: web.Request) -> web.Response:
             WEBHOOK_ROUTING_KEY,
             body,
             message_id=sha256,
-            headers={
-                "request_id": request[REQUEST_ID],
-                "received_at": received_at.isoformat(),
-                "sha256": sha256,
-            },
+            headers=delivery_headers(sha256, request[REQUEST_ID], received_at),
             content_type=request.headers.get("Content-Type", "application/json")[:100],
             timestamp=received_at,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import Field, SecretStr, field_validator
 
 from inbox_common.settings import BrokerSettings, HttpSettings, LoggingSettings, split_secrets
@@ -31,6 +33,6 @@ class IngestSettings(BrokerSettings, HttpSettings, LoggingSettings):
             raise ValueError("must not be empty")
         return value
 
-    @property
+    @cached_property
     def webhook_secrets(self) -> list[bytes]:
         return split_secrets(self.whatsapp_webhook_secret)

@@ -13,7 +13,12 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, HeadersType
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    CONNECTION_EXCEPTIONS,
+    ChannelNotFoundEntity,
+    DeliveryError,
+    PublishError,
+)
 
 from inbox_common.broker.connection import Broker
 
@@ -92,6 +97,10 @@ class ConfirmedPublisher:
         except PublishError as exc:
             raise PublishFailedError(
                 "returned", f"unroutable: exchange {exchange!r} key {routing_key!r}"
+            ) from exc
+        except ChannelNotFoundEntity as exc:
+            raise PublishFailedError(
+                "returned", f"exchange {exchange!r} does not exist; declare the topology"
             ) from exc
         except DeliveryError as exc:
             raise PublishFailedError("nacked", "RabbitMQ refused the message (nack)") from exc

@@ -12,6 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
+def delivery_headers(sha256: str, request_id: str, received_at: datetime) -> dict[str, str]:
+    """The AMQP headers that identify one webhook body (see :class:`WebhookDelivery`)."""
+    return {"sha256": sha256, "request_id": request_id, "received_at": received_at.isoformat()}
+
+
 class InvalidDelivery(ValueError):  # noqa: N818 - a kind of ValueError, named for what it is
     """The AMQP message is not a webhook delivery (headers missing or malformed)."""
 
@@ -25,11 +30,7 @@ class WebhookDelivery(BaseModel):
     body: bytes
 
     def headers(self) -> dict[str, str]:
-        return {
-            "sha256": self.sha256,
-            "request_id": self.request_id,
-            "received_at": self.received_at.isoformat(),
-        }
+        return delivery_headers(self.sha256, self.request_id, self.received_at)
 
     @classmethod
     def from_amqp(cls, body: bytes, headers: dict[str, Any] | None) -> WebhookDelivery:

@@ -154,13 +154,12 @@ class WebhookProcessor:
             "content": message.content,
             "reply_to": message.reply_to,
             "timestamp": message.timestamp,
-            "status": "received",
         }
         if message.context is not None and (
             message.context.forwarded or message.context.frequently_forwarded
         ):
             doc["forwarded"] = True
-        await inbox.store_message(channel, doc)
+        await inbox.store_message(channel, doc, status="received")
 
     async def _apply_status(self, channel: Document, status: MessageStatus) -> None:
         bind_message_context(wamid=status.id)

@@ -9,12 +9,17 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import DuplicateKeyError
 
-from inbox_api.keys import CHANNELS, INBOX, LEDGER, PRINCIPAL
+from inbox_api.keys import CHANNELS, DB, INBOX, LEDGER, NAMES, PRINCIPAL, PUBLISHER
 from inbox_api.rest import pagination, views
 from inbox_api.rest.openapi import OPENAPI_KEY
-from inbox_api.rest.schemas import ChannelCreate, Page
+from inbox_api.rest.schemas import ChannelCreate, ChannelCreated, Page
+from inbox_common.broker.publisher import PublishFailedError
 from inbox_common.http import ApiError, json_response
+from inbox_common.logging import get_logger
+from inbox_common.replay import ReplayFilter, replay_webhooks
 from inbox_common.tokens import Role
+
+log = get_logger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _WEBHOOK_STATUSES = ("received", "processed", "failed")
@@ -61,7 +66,25 @@ async def create_channel(request: web.Request) -> web.Response:
             f"a channel with phone_number_id {body.phone_number_id} already exists",
             {"field": "phone_number_id"},
         ) from None
-    return _out(views.channel(doc), status=201)
+    replayed = await _replay_unknown_channel(request, body.phone_number_id)
+    created = ChannelCreated(**views.channel(doc).model_dump(), replayed_webhooks=replayed)
+    return _out(created, status=201)
+
+
+async def _replay_unknown_channel(request: web.Request, phone_number_id: str) -> int:
+    """Meta got a 200 for events that arrived before the channel existed and will not resend
+    them: replay them now. A broker outage does not fail the creation (replay them later with
+    ``inbox-ops webhooks replay --error-code unknown_channel``)."""
+    app = request.app
+    selection = ReplayFilter(error_code="unknown_channel", phone_number_id=phone_number_id)
+    try:
+        replayed = await replay_webhooks(app[DB], app[PUBLISHER], app[NAMES], selection)
+    except PublishFailedError as exc:
+        log.warning("channel.replay_failed", phone_number_id=phone_number_id, error=str(exc))
+        return 0
+    if replayed:
+        log.info("channel.replayed", phone_number_id=phone_number_id, events=replayed)
+    return replayed
 
 
 async def list_channels(request: web.Request) -> web.Response:
@@ -80,11 +103,11 @@ async def list_conversations(request: web.Request) -> web.Response:
     if "status" in params:
         query["status"] = params["status"]
     if "channel_id" in params:
-        query["channel_id"] = pagination.object_id(params["channel_id"], "channel")
+        query["channel_id"] = pagination.object_id(params["channel_id"], "channel", status=400)
     if "wa_id" in params:
         query["wa_id"] = params["wa_id"]
     limit = pagination.limit(params.get("limit"))
-    after = pagination.decode_position(params["cursor"]) if "cursor" in params else None
+    after = pagination.decode(params["cursor"]) if "cursor" in params else None
     docs = await request.app[INBOX].conversations(query, after=after, limit=limit + 1)
     more = len(docs) > limit
     docs = docs[:limit]

@@ -11,6 +11,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from inbox_api.rest.schemas import (
     ChannelCreate,
+    ChannelCreated,
     ChannelOut,
     ConversationOut,
     ErrorBody,
@@ -71,6 +72,7 @@ def _op(
 def build_openapi() -> bytes:
     models: list[type[BaseModel]] = [
         ChannelCreate,
+        ChannelCreated,
         ChannelOut,
         ConversationOut,
         MessageOut,
@@ -101,7 +103,7 @@ def build_openapi() -> bytes:
             "/api/channels": {
                 "post": _op(
                     "Connect a WhatsApp number (admin)",
-                    ChannelOut,
+                    ChannelCreated,
                     status="201",
                     body=ChannelCreate,
                     errors=("400", "401", "403", "409", "422"),

@@ -53,9 +53,14 @@ def limit(value: str | None) -> int:
     return int(value)
 
 
-def object_id(value: str, what: str) -> ObjectId:
-    """Parse an id from the path; a malformed id is simply not found (404)."""
+def object_id(value: str, what: str, *, status: int = 404) -> ObjectId:
+    """Parse an id: in a path a malformed id is simply not found (404); in a filter it is a
+    bad request (``status=400``)."""
     try:
         return ObjectId(value)
     except (InvalidId, TypeError):
-        raise ApiError(404, "not_found", f"no {what} with id {value[:64]!r}") from None
+        if status == 404:
+            raise ApiError(404, "not_found", f"no {what} with id {value[:64]!r}") from None
+        raise ApiError(
+            status, "invalid_id", f"{value[:64]!r} is not a {what} id", {"field": f"{what}_id"}
+        ) from None

@@ -57,6 +57,13 @@ class ChannelOut(BaseModel):
     created_at: datetime
 
 
+class ChannelCreated(ChannelOut):
+    replayed_webhooks: int = Field(
+        description="earlier webhooks for this number (failed as unknown_channel) sent to be "
+        "processed again now that the channel exists"
+    )
+
+
 class ContactOut(BaseModel):
     wa_id: str
     name: str | None

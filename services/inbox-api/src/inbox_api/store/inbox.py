@@ -121,14 +121,18 @@ class Inbox:
         assert doc is not None
         return ObjectId(doc["_id"])
 
-    async def store_message(self, channel: Document, doc: Document) -> None:
-        """Insert a message once per wamid; fills a placeholder left by an early status."""
+    async def store_message(self, channel: Document, doc: Document, *, status: str) -> None:
+        """Insert a message once per wamid; fills a placeholder left by an early status.
+
+        ``status`` is only the initial one: a status that arrived first is kept, never moved
+        back.
+        """
         await _retry_duplicate(
             lambda: self._messages.update_one(
                 {"wamid": doc["wamid"]},
                 {
                     "$set": {**doc, "tenant": channel["tenant"], "channel_id": channel["_id"]},
-                    "$setOnInsert": {"created_at": datetime.now(UTC)},
+                    "$setOnInsert": {"created_at": datetime.now(UTC), "status": status},
                 },
                 upsert=True,
             )
@@ -217,18 +221,21 @@ class Inbox:
     # Reads for the REST API.
 
     async def conversations(
-        self, query: dict[str, Any], *, after: tuple[datetime, ObjectId] | None, limit: int
+        self, query: dict[str, Any], *, after: tuple[datetime | None, ObjectId] | None, limit: int
     ) -> list[Document]:
-        """Newest first by last message, then id."""
+        """Newest first by last message, then id; conversations with no message yet (only a
+        reaction so far) come last."""
         if after is not None:
             at, oid = after
-            query = {
-                **query,
-                "$or": [
+            if at is None:
+                position: list[dict[str, Any]] = [{"last_message_at": None, "_id": {"$lt": oid}}]
+            else:
+                position = [
                     {"last_message_at": {"$lt": at}},
                     {"last_message_at": at, "_id": {"$lt": oid}},
-                ],
-            }
+                    {"last_message_at": None},
+                ]
+            query = {**query, "$or": position}
         cursor = (
             self._conversations.find(query, _CONVERSATION_FIELDS)
             .sort([("last_message_at", -1), ("_id", -1)])

@@ -1,0 +1,36 @@
+"""``inbox-ops webhooks replay``: send ledger events through the consumer again."""
+
+from __future__ import annotations
+
+import sys
+
+from inbox_common.broker.connection import Broker
+from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
+from inbox_common.broker.topology import Names
+from inbox_common.replay import ReplayFilter, count_replayable, replay_webhooks
+from inbox_common.store.client import Database
+from inbox_ops.settings import OpsSettings
+
+
+async def webhooks_replay(
+    db: Database, settings: OpsSettings, selection: ReplayFilter, *, dry_run: bool
+) -> int:
+    matching = await count_replayable(db, selection)
+    if dry_run or matching == 0:
+        outcome = "nothing replayed (dry run)" if dry_run else "nothing to replay"
+        print(f"{matching} event(s) match; {outcome}")
+        return 0
+    broker = Broker(settings.rabbitmq_url, name="inbox-ops")
+    broker.start()
+    try:
+        await broker.wait_connected(timeout=10)
+        publisher = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
+        await publisher.start()
+        replayed = await replay_webhooks(db, publisher, Names(settings.amqp_namespace), selection)
+    except (PublishFailedError, ConnectionError) as exc:
+        print(f"replay stopped: {exc}; run it again once RabbitMQ is reachable", file=sys.stderr)
+        return 4
+    finally:
+        await broker.close()
+    print(f"replayed {replayed} event(s); watch GET /api/admin/webhook-logs for their new status")
+    return 0
