@@ -17,6 +17,7 @@ from inbox_common.broker.connection import Broker
 from inbox_common.broker.consumer import REASON_HEADER, Consumer, ConsumerMetrics, RetryPolicy
 from inbox_common.broker.publisher import ConfirmedPublisher, header_str
 from inbox_common.broker.topology import Names
+from inbox_common.contracts.delivery import batch_message
 from inbox_common.store.client import Database, Document, create_client
 from inbox_common.store.schema import CONTACTS, MESSAGES, WEBHOOK_EVENTS
 from inbox_common.whatsapp import samples
@@ -319,3 +320,57 @@ async def test_a_running_consumer_stores_every_delivery(
     newest = await db[MESSAGES].find_one(sort=[("timestamp", -1)])
     assert newest is not None
     assert newest["timestamp"] == datetime.fromtimestamp(1_700_000_000 + count - 1, tz=UTC)
+
+
+async def test_a_micro_batch_message_stores_every_body_once(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+) -> None:
+    wamids = [samples.new_wamid() for _ in range(5)]
+    deliveries = [delivery_of(text_body(f"n{i}", wamid=w)) for i, w in enumerate(wamids)]
+    # The same body twice in one batch (Meta retried while the first was in flight).
+    deliveries.append(deliveries[0])
+    body, headers, message_id = batch_message(deliveries)
+    await publisher.publish(
+        names.webhooks_exchange, "whatsapp.webhook", body, message_id=message_id, headers=headers
+    )
+
+    assert await consumer.process(await work_queue.get(timeout=5)) == "acked"
+
+    stored = await db[MESSAGES].find({}, {"wamid": 1, "content": 1}).to_list()
+    assert sorted(d["wamid"] for d in stored) == sorted(wamids)
+    events = await db[WEBHOOK_EVENTS].find({}, {"status": 1, "attempts": 1}).to_list()
+    assert [e["status"] for e in events] == ["processed"] * 5
+    # The repeated body counts as a second attempt of its entry, nothing more.
+    assert sorted(e["attempts"] for e in events) == [1, 1, 1, 1, 2]
+    assert await dead_queue.get(fail=False, timeout=1) is None
+
+
+async def test_a_batch_with_an_altered_body_is_dead_lettered_whole(
+    consumer: Consumer,
+    publisher: ConfirmedPublisher,
+    names: Names,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
+    db: Database,
+    channel: Document,
+) -> None:
+    good, bad = delivery_of(text_body("good")), delivery_of(text_body("bad"))
+    tampered = bad.model_copy(update={"body": bad.body.replace(b"bad", b"BAD")})
+    body, headers, message_id = batch_message([good, tampered])
+    await publisher.publish(
+        names.webhooks_exchange, "whatsapp.webhook", body, message_id=message_id, headers=headers
+    )
+
+    assert await consumer.process(await work_queue.get(timeout=5)) == "dead_lettered"
+
+    dead = await dead_queue.get(timeout=5)
+    await dead.ack()
+    assert dead.body == body
+    assert "checksum_mismatch" in (header_str(dead.headers, REASON_HEADER) or "")
+    assert await db[MESSAGES].count_documents({}) == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from inbox_api.consumer.service import Outcome, Stores, WebhookProcessor
-from inbox_api.store.inbox import Inbox
+from inbox_api.store.inbox import Inbox, Writes
 from inbox_api.store.ledger import RECEIVED
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
@@ -153,17 +153,15 @@ async def test_a_crash_before_the_ledger_is_marked_leaves_one_delivery(
 
 
 class _CrashingInbox(Inbox):
-    """Dies (like a killed process) before storing the second message it is given."""
+    """Dies (like a killed process) half-way through its writes: the contacts, the
+    conversations and the first message are stored, the rest is not, and the ledger entry
+    is never finished."""
 
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self.stored = 0
-
-    async def store_message(self, channel: Document, doc: Document, *, status: str) -> None:
-        if self.stored == 1:
-            raise RuntimeError("killed")
-        self.stored += 1
-        await super().store_message(channel, doc, status=status)
+    async def write(self, writes: Writes) -> None:
+        assert len(writes.messages) > 1
+        half = Writes(writes.contacts, writes.conversations, writes.messages[:1])
+        await super().write(half)
+        raise RuntimeError("killed")
 
 
 async def test_a_crash_half_way_then_a_redelivery_equals_one_clean_delivery(

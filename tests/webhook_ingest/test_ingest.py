@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from inbox_common.broker.topology import Names
-from inbox_common.contracts.delivery import WebhookDelivery
+from inbox_common.contracts.delivery import BATCH_HEADER, WebhookDelivery, deliveries_from_amqp
 from inbox_common.whatsapp import samples
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, sign
 from inbox_ingest.app import WEBHOOK_PATH, create_app
@@ -205,3 +205,28 @@ def test_a_missing_secret_stops_start_up_naming_the_variable(
     err = capsys.readouterr().err
     assert "WHATSAPP_WEBHOOK_SECRET" in err
     assert "WEBHOOK_INGEST_PORT" in err
+
+
+async def test_concurrent_requests_travel_in_micro_batches_each_keeping_its_identity(
+    ingest: tuple[TestClient[web.Request, web.Application], aio_pika.abc.AbstractQueue],
+) -> None:
+    client, probe = ingest
+    bodies = [
+        orjson.dumps(samples.text_webhook("123", f"49{n}", "Ann", f"hi {n}")) for n in range(40)
+    ]
+    responses = await asyncio.gather(
+        *(client.post(WEBHOOK_PATH, data=b, headers=_signed(b)) for b in bodies)
+    )
+    assert [r.status for r in responses] == [200] * 40
+
+    messages = []
+    while (message := await probe.get(fail=False, timeout=1)) is not None:
+        await message.ack()
+        messages.append(message)
+    deliveries = [d for m in messages for d in deliveries_from_amqp(m.body, m.headers)]
+    assert sorted(d.body for d in deliveries) == sorted(bodies)
+    assert all(d.intact() and d.request_id for d in deliveries)
+    assert len({d.request_id for d in deliveries}) == 40
+    # Requests that arrived together shared AMQP messages (and confirms).
+    assert len(messages) < 40
+    assert any(BATCH_HEADER in (m.headers or {}) for m in messages)

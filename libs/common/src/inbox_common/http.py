@@ -14,6 +14,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from inbox_common.logging import bind_message_context, get_logger
@@ -78,6 +79,8 @@ async def error_middleware(request: web.Request, handler: HandlerT) -> web.Strea
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
+    # A keep-alive connection serves its requests in one task: start each with clean ids.
+    structlog.contextvars.clear_contextvars()
     bind_message_context(request_id=request_id)
     try:
         return await handler(request)

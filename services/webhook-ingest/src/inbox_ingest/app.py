@@ -14,8 +14,9 @@ from inbox_common.http import MAX_BODY_KEY, error_middleware
 from inbox_common.keys import HEALTH_CHECKS, METRICS_REGISTRY
 from inbox_common.metrics import HttpMetrics, http_metrics_middleware
 from inbox_ingest.handlers import receive_event, verify_subscription
-from inbox_ingest.keys import BROKER, METRICS, NAMES, PUBLISHER, SETTINGS
+from inbox_ingest.keys import BROKER, METRICS, NAMES, PUBLISHER, SETTINGS, WEBHOOK_PUBLISHER
 from inbox_ingest.metrics import IngestMetrics
+from inbox_ingest.service import WebhookPublisher
 from inbox_ingest.settings import IngestSettings
 
 SERVICE = "webhook-ingest"
@@ -29,6 +30,7 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
     publisher = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
     app[BROKER] = broker
     app[PUBLISHER] = publisher
+    app[WEBHOOK_PUBLISHER] = WebhookPublisher(publisher, app[NAMES])
     app[HEALTH_CHECKS]["rabbitmq"] = HealthCheck(broker.probe)
 
     async def setup() -> None:

@@ -11,12 +11,11 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from inbox_common.broker.publisher import PublishFailedError
-from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY
-from inbox_common.contracts.delivery import delivery_headers
+from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.http import REQUEST_ID, ApiError
 from inbox_common.logging import bind_message_context, get_logger
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, verify
-from inbox_ingest.keys import METRICS, NAMES, PUBLISHER, SETTINGS
+from inbox_ingest.keys import METRICS, SETTINGS, WEBHOOK_PUBLISHER
 
 log = get_logger(__name__)
 
@@ -62,7 +61,7 @@ async def receive_event(request: web.Request) -> web.Response:
     else:
         sha256 = _digest_and_verify(body, header, secrets)
     if sha256 is None:
-        metrics.received.labels("bad_signature").inc()
+        metrics.bad_signature.inc()
         log.warning(
             "webhook.bad_signature",
             has_header=header is not None,
@@ -77,18 +76,13 @@ async def receive_event(request: web.Request) -> web.Response:
             "(WHATSAPP_WEBHOOK_SECRET)",
         )
     bind_message_context(sha256=sha256)
-    received_at = datetime.now(UTC)
+    # Built without validation: every field was just computed here.
+    delivery = WebhookDelivery.model_construct(
+        sha256=sha256, request_id=request[REQUEST_ID], received_at=datetime.now(UTC), body=body
+    )
     started = time.perf_counter()
     try:
-        await app[PUBLISHER].publish(
-            app[NAMES].webhooks_exchange,
-            WEBHOOK_ROUTING_KEY,
-            body,
-            message_id=sha256,
-            headers=delivery_headers(sha256, request[REQUEST_ID], received_at),
-            content_type=request.headers.get("Content-Type", "application/json")[:100],
-            timestamp=received_at,
-        )
+        await app[WEBHOOK_PUBLISHER].publish(delivery)
     except PublishFailedError as exc:
         metrics.received.labels(f"publish_{exc.reason}").inc()
         log.warning("webhook.publish_failed", reason=exc.reason, error=str(exc))
@@ -99,5 +93,5 @@ async def receive_event(request: web.Request) -> web.Response:
         ) from exc
     metrics.publish_seconds.observe(time.perf_counter() - started)
     metrics.body_bytes.observe(len(body))
-    metrics.received.labels("accepted").inc()
+    metrics.accepted.inc()
     return web.Response(body=_ACCEPTED, content_type="application/json")

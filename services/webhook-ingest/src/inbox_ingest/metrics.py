@@ -15,6 +15,9 @@ class IngestMetrics:
             ["outcome"],
             registry=registry,
         )
+        # Children of the hot outcomes, looked up once instead of per request.
+        self.accepted = self.received.labels("accepted")
+        self.bad_signature = self.received.labels("bad_signature")
         self.body_bytes = Histogram(
             "webhook_body_bytes",
             "Size of accepted webhook bodies",

@@ -1,15 +1,29 @@
-"""The AMQP message that carries one webhook body from webhook-ingest to its consumers.
+"""The AMQP messages that carry webhook bodies from webhook-ingest to their consumers.
 
-The body travels byte for byte as Meta sent it; its identity (sha256, also the AMQP
-``message_id``), request id and receive time ride in the headers.
+Every body travels byte for byte as Meta sent it, with its own identity: sha256, request id
+and receive time. Two shapes:
+
+- one body: the AMQP body is the webhook body; ``message_id`` is its sha256 and the headers
+  ``sha256``, ``request_id`` and ``received_at`` carry its identity;
+- a micro-batch (several requests that reached webhook-ingest in the same event-loop tick):
+  the AMQP body is the bodies concatenated; the header ``batch`` lists, in order, one table
+  per body with ``sha256``, ``request_id``, ``received_at`` and ``size`` (bytes);
+  ``message_id`` is ``batch-`` plus the sha256 of the bodies' sha256s.
+
+Both are persistent and published with confirms; a consumer reads either with
+:func:`deliveries_from_amqp`.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+BATCH_HEADER = "batch"
 
 
 def delivery_headers(sha256: str, request_id: str, received_at: datetime) -> dict[str, str]:
@@ -32,21 +46,60 @@ class WebhookDelivery(BaseModel):
     def headers(self) -> dict[str, str]:
         return delivery_headers(self.sha256, self.request_id, self.received_at)
 
+    def intact(self) -> bool:
+        """Whether the body still hashes to its sha256 (it was not altered in transit)."""
+        return hashlib.sha256(self.body).hexdigest() == self.sha256
+
     @classmethod
     def from_amqp(cls, body: bytes, headers: dict[str, Any] | None) -> WebhookDelivery:
-        """Rebuild a delivery from an AMQP body and headers, or raise InvalidDelivery."""
-        raw = {k: v.decode() if isinstance(v, bytes) else v for k, v in (headers or {}).items()}
-        try:
-            delivery = cls(
-                sha256=raw.get("sha256", ""),
-                request_id=str(raw.get("request_id") or ""),
-                received_at=raw.get("received_at") or datetime.now(UTC),
-                body=body,
-            )
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidDelivery(
-                f"header {first['loc'][0]!s}: {first['msg']}; publish webhooks through "
-                "webhook-ingest, which sets sha256, request_id and received_at"
-            ) from None
-        return delivery
+        """Rebuild a one-body delivery from an AMQP body and headers, or raise InvalidDelivery."""
+        return _delivery(body, headers or {}, where="header")
+
+
+def batch_message(deliveries: Sequence[WebhookDelivery]) -> tuple[bytes, dict[str, Any], str]:
+    """The AMQP body, headers and message_id of a micro-batch of ``deliveries``."""
+    entries = [{**d.headers(), "size": len(d.body)} for d in deliveries]
+    digest = hashlib.sha256("".join(d.sha256 for d in deliveries).encode()).hexdigest()
+    return b"".join(d.body for d in deliveries), {BATCH_HEADER: entries}, f"batch-{digest}"
+
+
+def deliveries_from_amqp(body: bytes, headers: dict[str, Any] | None) -> list[WebhookDelivery]:
+    """Every delivery an AMQP message carries (one, or a micro-batch), in order."""
+    headers = headers or {}
+    entries = headers.get(BATCH_HEADER)
+    if entries is None:
+        return [_delivery(body, headers, where="header")]
+    if not isinstance(entries, list) or not entries:
+        raise InvalidDelivery("header batch must be a non-empty list of tables")
+    deliveries = []
+    offset = 0
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
+            raise InvalidDelivery(f"batch entry {index} must be a table with an integer size")
+        size = entry["size"]
+        if size < 0 or offset + size > len(body):
+            raise InvalidDelivery(f"batch entry {index} overruns the body")
+        deliveries.append(
+            _delivery(body[offset : offset + size], entry, where=f"batch entry {index}")
+        )
+        offset += size
+    if offset != len(body):
+        raise InvalidDelivery(f"the batch sizes add up to {offset} bytes, the body has {len(body)}")
+    return deliveries
+
+
+def _delivery(body: bytes, fields: dict[str, Any], *, where: str) -> WebhookDelivery:
+    raw = {k: v.decode() if isinstance(v, bytes) else v for k, v in fields.items()}
+    try:
+        return WebhookDelivery(
+            sha256=raw.get("sha256", ""),
+            request_id=str(raw.get("request_id") or ""),
+            received_at=raw.get("received_at") or datetime.now(UTC),
+            body=body,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidDelivery(
+            f"{where} {first['loc'][0]!s}: {first['msg']}; publish webhooks through "
+            "webhook-ingest, which sets sha256, request_id and received_at"
+        ) from None

@@ -1,22 +1,26 @@
-"""The AMQP edge of the webhook consumer: message → validated delivery → service → fate."""
+"""The AMQP edge of the webhook consumer: message → validated deliveries → service → fate."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pymongo.errors import PyMongoError
 
 from inbox_api.consumer.service import WebhookProcessor
-from inbox_common.contracts.delivery import InvalidDelivery, WebhookDelivery
+from inbox_common.contracts.delivery import InvalidDelivery, deliveries_from_amqp
 from inbox_common.errors import PermanentError, TransientError
 from inbox_common.logging import bind_message_context
 from inbox_common.store.client import is_transient
 
 
 class WebhookHandler:
-    """Callable handed to :class:`~inbox_common.broker.consumer.Consumer`."""
+    """Callable handed to :class:`~inbox_common.broker.consumer.Consumer`.
+
+    A message carries one body or a micro-batch; it is acked (by the consumer) only once
+    every body in it was applied.
+    """
 
     def __init__(self, processor: WebhookProcessor) -> None:
         self._processor = processor
@@ -24,16 +28,24 @@ class WebhookHandler:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         structlog.contextvars.clear_contextvars()
         try:
-            delivery = WebhookDelivery.from_amqp(message.body, message.headers)
+            deliveries = deliveries_from_amqp(message.body, message.headers)
         except InvalidDelivery as exc:
             raise PermanentError("invalid_delivery", str(exc)) from exc
-        bind_message_context(request_id=delivery.request_id or None, sha256=delivery.sha256)
-        if hashlib.sha256(delivery.body).hexdigest() != delivery.sha256:
+        if len(deliveries) == 1:
+            bind_message_context(
+                request_id=deliveries[0].request_id or None, sha256=deliveries[0].sha256
+            )
+        else:
+            bind_message_context(batch=message.message_id)
+        altered = [d.sha256 for d in deliveries if not d.intact()]
+        if altered:
             raise PermanentError(
-                "checksum_mismatch", "the body does not hash to its sha256 header; it was altered"
+                "checksum_mismatch",
+                f"the body does not hash to its sha256 {altered[0]} "
+                f"({len(altered)} of {len(deliveries)} altered in transit)",
             )
         try:
-            await self._processor.process(delivery)
+            await asyncio.gather(*(self._processor.process(d) for d in deliveries))
         except PyMongoError as exc:
             if is_transient(exc):
                 raise TransientError("store_unavailable", f"MongoDB: {exc}") from exc

@@ -1,20 +1,36 @@
-"""Applies one webhook delivery to the store: ledger first, then its content.
+"""Applies webhook deliveries to the store: ledger first, then their content.
 
-Knows nothing of AMQP: it takes a :class:`WebhookDelivery` and the stores, so it is tested
-directly against a real MongoDB-wire server. Every step is idempotent, so running it again
-for the same body (a redelivery, a replay) changes nothing that one run did not.
+Knows nothing of AMQP: it takes :class:`WebhookDelivery` objects and the stores, so it is
+tested directly against a real MongoDB-wire server. Every write is idempotent, so running
+it again for the same body (a redelivery, a replay) changes nothing that one run did not.
+
+Concurrent :meth:`WebhookProcessor.process` calls (the consumer's in-flight deliveries, the
+bodies of a micro-batch) are coalesced into one :meth:`~WebhookProcessor.process_many`: the
+ledger, contacts, conversations and messages of the whole batch cost a few bulk writes.
+The ledger marks a body ``processed`` only after its content was written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from inbox_api.consumer.statuses import rank
 from inbox_api.store.channels import Channels
-from inbox_api.store.inbox import Inbox
-from inbox_api.store.ledger import FAILED, PROCESSED, Ledger
+from inbox_api.store.inbox import (
+    Inbox,
+    Writes,
+    contact_op,
+    conversation_id,
+    conversation_op,
+    message_op,
+    reaction_op,
+    status_op,
+)
+from inbox_api.store.ledger import FAILED, PROCESSED, Fate, Ledger
+from inbox_common.batching import Coalescer
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.contracts.webhook import (
     ChangeEvent,
@@ -24,10 +40,12 @@ from inbox_common.contracts.webhook import (
     iter_changes,
     parse_envelope,
 )
-from inbox_common.logging import bind_message_context, get_logger
+from inbox_common.logging import get_logger
 from inbox_common.store.client import Document
 
 log = get_logger(__name__)
+
+MAX_BATCH = 256
 
 
 class Outcome(StrEnum):
@@ -44,88 +62,112 @@ class Stores:
 
 
 @dataclass(slots=True)
-class _Result:
-    phone_number_ids: list[str]
-    unknown: list[str]
+class _Body:
+    """What one body's changes touched, to record its fate."""
+
+    phone_number_ids: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
 
 
 class WebhookProcessor:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, *, max_batch: int = MAX_BATCH) -> None:
         self._stores = stores
+        self._batches: Coalescer[WebhookDelivery, Outcome] = Coalescer(
+            self.process_many, max_items=max_batch
+        )
 
     async def process(self, delivery: WebhookDelivery) -> Outcome:
-        """Record ``delivery`` in the ledger and apply it; see the module docstring."""
-        ledger = self._stores.ledger
-        entry = await ledger.receive(delivery)
-        if entry["status"] == PROCESSED:
-            log.info("webhook.duplicate", attempts=entry.get("attempts"))
-            return Outcome.DUPLICATE
+        """Record ``delivery`` in the ledger and apply it, together with the deliveries
+        submitted in the same loop tick; see the module docstring."""
+        return await self._batches.submit(delivery)
+
+    async def process_many(self, deliveries: Sequence[WebhookDelivery]) -> list[Outcome]:
+        """Record and apply ``deliveries``; one outcome each, in order.
+
+        A store error fails the whole batch (raised); running it again is safe.
+        """
+        stores = self._stores
+        statuses = await stores.ledger.receive_many(deliveries)
+        outcomes: dict[int, Outcome] = {}
+        seen: set[str] = set()
+        writes = Writes()
+        fates: list[Fate] = []
+        for index, delivery in enumerate(deliveries):
+            if delivery.sha256 in seen or statuses.get(delivery.sha256) == PROCESSED:
+                outcomes[index] = Outcome.DUPLICATE
+                continue
+            seen.add(delivery.sha256)
+            fate = await self._plan(delivery, writes)
+            fates.append(fate)
+            outcomes[index] = Outcome.PROCESSED if fate.status == PROCESSED else Outcome.FAILED
+        if writes:
+            await stores.inbox.write(writes)
+        await stores.ledger.finish_many(fates)
+        return [outcomes[i] for i in range(len(deliveries))]
+
+    async def _plan(self, delivery: WebhookDelivery, writes: Writes) -> Fate:
+        ids = {"sha256": delivery.sha256, "request_id": delivery.request_id}
         try:
             envelope = parse_envelope(delivery.body)
         except InvalidEnvelope as exc:
-            await ledger.finish(
+            log.warning("webhook.invalid_payload", reason=exc.reason, error=str(exc), **ids)
+            return Fate(
                 delivery.sha256,
-                status=FAILED,
-                phone_number_ids=[],
-                error={"code": f"invalid_payload:{exc.reason}", "message": str(exc)},
+                FAILED,
+                [],
+                {"code": f"invalid_payload:{exc.reason}", "message": str(exc)},
             )
-            log.warning("webhook.invalid_payload", reason=exc.reason, error=str(exc))
-            return Outcome.FAILED
-        result = _Result(phone_number_ids=[], unknown=[])
+        body = _Body()
         for change in iter_changes(envelope):
-            await self._apply_change(change, result)
-        if result.unknown:
-            numbers = ", ".join(sorted(set(result.unknown)))
-            await ledger.finish(
+            await self._plan_change(change, body, writes)
+        if body.unknown:
+            numbers = ", ".join(sorted(set(body.unknown)))
+            log.warning("webhook.unknown_channel", phone_number_ids=numbers, **ids)
+            return Fate(
                 delivery.sha256,
-                status=FAILED,
-                phone_number_ids=result.phone_number_ids,
-                error={
+                FAILED,
+                body.phone_number_ids,
+                {
                     "code": "unknown_channel",
                     "message": f"no channel has phone_number_id {numbers}; create it "
-                    "(POST /api/channels) and replay this event",
+                    "(POST /api/channels), which replays this event",
                 },
             )
-            log.warning("webhook.unknown_channel", phone_number_ids=numbers)
-            return Outcome.FAILED
-        await ledger.finish(
-            delivery.sha256, status=PROCESSED, phone_number_ids=result.phone_number_ids
-        )
-        return Outcome.PROCESSED
+        return Fate(delivery.sha256, PROCESSED, body.phone_number_ids)
 
-    async def _apply_change(self, change: ChangeEvent, result: _Result) -> None:
+    async def _plan_change(self, change: ChangeEvent, body: _Body, writes: Writes) -> None:
         if change.field != "messages" or change.phone_number_id is None:
             # Other subscriptions (templates, account updates) are kept in the ledger only.
             return
         number = change.phone_number_id
-        if number not in result.phone_number_ids:
-            result.phone_number_ids.append(number)
+        if number not in body.phone_number_ids:
+            body.phone_number_ids.append(number)
         channel = await self._stores.channels.by_phone_number_id(number)
         if channel is None:
-            result.unknown.append(number)
+            body.unknown.append(number)
             return
-        names = {}
+        names: dict[str, str | None] = {}
         for contact in change.contacts:
             identity = contact.wa_id or contact.user_id
             if identity:
                 name = contact.profile.name if contact.profile else None
                 names[identity] = name
-                await self._stores.inbox.upsert_contact(
-                    channel, identity, user_id=contact.user_id, name=name
+                writes.contacts.append(
+                    contact_op(channel, identity, user_id=contact.user_id, name=name)
                 )
         for message in change.messages:
-            await self._apply_message(channel, message, names)
+            _plan_message(channel, message, names, writes)
         for status in change.statuses:
-            await self._apply_status(channel, status)
+            writes.messages.append(_status(channel, status))
 
-    async def _apply_message(
-        self, channel: Document, message: InboundMessage, names: dict[str, str | None]
-    ) -> None:
-        bind_message_context(wamid=message.id)
-        sender = message.from_ or message.from_user_id or ""
-        inbox = self._stores.inbox
-        reaction = message.reaction if message.type == "reaction" else None
-        conversation_id = await inbox.touch_conversation(
+
+def _plan_message(
+    channel: Document, message: InboundMessage, names: dict[str, str | None], writes: Writes
+) -> None:
+    sender = message.from_ or message.from_user_id or ""
+    reaction = message.reaction if message.type == "reaction" else None
+    writes.conversations.append(
+        conversation_op(
             channel,
             sender,
             name=names.get(sender),
@@ -135,8 +177,10 @@ class WebhookProcessor:
             preview=None if reaction else message.preview,
             inbound=True,
         )
-        if reaction is not None and reaction.message_id:
-            await inbox.apply_reaction(
+    )
+    if reaction is not None and reaction.message_id:
+        writes.messages.append(
+            reaction_op(
                 channel,
                 reaction.message_id,
                 by=sender,
@@ -144,30 +188,29 @@ class WebhookProcessor:
                 at=message.timestamp,
                 wamid=message.id,
             )
-            return
-        doc: dict[str, Any] = {
-            "wamid": message.id,
-            "conversation_id": conversation_id,
-            "direction": "inbound",
-            "from": sender,
-            "type": message.type,
-            "content": message.content,
-            "reply_to": message.reply_to,
-            "timestamp": message.timestamp,
-        }
-        if message.context is not None and (
-            message.context.forwarded or message.context.frequently_forwarded
-        ):
-            doc["forwarded"] = True
-        await inbox.store_message(channel, doc, status="received")
-
-    async def _apply_status(self, channel: Document, status: MessageStatus) -> None:
-        bind_message_context(wamid=status.id)
-        entry: dict[str, Any] = {"status": status.status, "timestamp": status.timestamp}
-        if status.errors:
-            entry["errors"] = [e.model_dump(mode="json", exclude_none=True) for e in status.errors]
-        if status.recipient_id:
-            entry["recipient_id"] = status.recipient_id
-        await self._stores.inbox.apply_status(
-            channel, status.id, entry=entry, rank=rank(status.status)
         )
+        return
+    doc: dict[str, Any] = {
+        "wamid": message.id,
+        "conversation_id": conversation_id(channel["_id"], sender),
+        "direction": "inbound",
+        "from": sender,
+        "type": message.type,
+        "content": message.content,
+        "reply_to": message.reply_to,
+        "timestamp": message.timestamp,
+    }
+    if message.context is not None and (
+        message.context.forwarded or message.context.frequently_forwarded
+    ):
+        doc["forwarded"] = True
+    writes.messages.append(message_op(channel, doc, status="received"))
+
+
+def _status(channel: Document, status: MessageStatus) -> Any:
+    entry: dict[str, Any] = {"status": status.status, "timestamp": status.timestamp}
+    if status.errors:
+        entry["errors"] = [e.model_dump(mode="json", exclude_none=True) for e in status.errors]
+    if status.recipient_id:
+        entry["recipient_id"] = status.recipient_id
+    return status_op(channel, status.id, entry=entry, rank=rank(status.status))

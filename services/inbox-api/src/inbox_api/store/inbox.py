@@ -4,18 +4,25 @@ Every write here is idempotent and order-independent, so a redelivered or reorde
 leaves the store exactly as one in-order delivery would: conditional logic runs inside
 single-document pipeline updates (atomic on MongoDB and SecantusDB alike), never as a
 read-then-write in Python. User-supplied values enter pipelines only through ``$literal``.
+
+Writes are built as operations first (:class:`Writes`) and sent as one unordered bulk write
+per collection, so a batch of webhooks costs a few round trips, not a few per message.
+A conversation's id is derived from (channel, contact), so messages can name their
+conversation before it is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
 
+from inbox_api.store.bulk import bulk_upsert
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES
 
@@ -29,26 +36,189 @@ def _keep_or(field: str, value: Any) -> dict[str, Any]:
     return {"$ifNull": [f"${field}", lit(value)]}
 
 
+def conversation_id(channel_id: ObjectId, wa_id: str) -> ObjectId:
+    """The id of the one conversation between a channel and a contact."""
+    return ObjectId(hashlib.sha256(f"{channel_id}:{wa_id}".encode()).digest()[:12])
+
+
+@dataclass(slots=True)
+class Writes:
+    """Operations to send together, one bulk write per collection."""
+
+    contacts: list[UpdateOne] = field(default_factory=list)
+    conversations: list[UpdateOne] = field(default_factory=list)
+    messages: list[UpdateOne] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.contacts or self.conversations or self.messages)
+
+
+def contact_op(
+    channel: Document, wa_id: str, *, user_id: str | None, name: str | None
+) -> UpdateOne:
+    update: dict[str, Any] = {
+        "$setOnInsert": {"tenant": channel["tenant"], "created_at": datetime.now(UTC)},
+    }
+    fields = {k: v for k, v in {"name": name, "user_id": user_id}.items() if v}
+    if fields:
+        update["$set"] = fields
+    return UpdateOne({"channel_id": channel["_id"], "wa_id": wa_id}, update, upsert=True)
+
+
+def conversation_op(
+    channel: Document,
+    wa_id: str,
+    *,
+    name: str | None,
+    wamid: str,
+    at: datetime,
+    preview: str | None,
+    inbound: bool,
+) -> UpdateOne:
+    """Create or update the conversation with ``wa_id`` for message ``wamid``.
+
+    With a ``preview`` the message is a visible one: the preview follows the newest such
+    message (ties broken by wamid) and an inbound one joins the unread set. Without one (a
+    reaction) only ``last_inbound_at`` moves. Inbound events move ``last_inbound_at``, which
+    opens the 24-hour customer service window.
+    """
+    newer = {
+        "$or": [
+            {"$lt": ["$last_message_at", lit(at)]},
+            {
+                "$and": [
+                    {"$eq": ["$last_message_at", lit(at)]},
+                    {"$lt": ["$last_message_wamid", lit(wamid)]},
+                ]
+            },
+        ]
+    }
+    first: dict[str, Any] = {
+        "_newer": newer,
+        "channel_id": _keep_or("channel_id", channel["_id"]),
+        "wa_id": _keep_or("wa_id", wa_id),
+        "tenant": _keep_or("tenant", channel["tenant"]),
+        "status": _keep_or("status", "open"),
+        "created_at": _keep_or("created_at", datetime.now(UTC)),
+        "unread_wamids": {"$ifNull": ["$unread_wamids", []]},
+    }
+    if name:
+        first["contact_name"] = lit(name)
+    second: dict[str, Any] = {}
+    if preview is not None:
+        second["last_message_at"] = {"$cond": ["$_newer", lit(at), "$last_message_at"]}
+        second["last_message_wamid"] = {"$cond": ["$_newer", lit(wamid), "$last_message_wamid"]}
+        second["last_message_preview"] = {
+            "$cond": ["$_newer", lit(preview), "$last_message_preview"]
+        }
+        if inbound:
+            second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit([wamid])]}
+    if inbound:
+        second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(at)]}
+    stages: list[dict[str, Any]] = [
+        {"$set": first},
+        *([{"$set": second}] if second else []),
+        {"$unset": "_newer"},
+    ]
+    return UpdateOne({"_id": conversation_id(channel["_id"], wa_id)}, stages, upsert=True)
+
+
+def message_op(channel: Document, doc: Document, *, status: str) -> UpdateOne:
+    """Insert a message once per wamid; fills a placeholder left by an early status.
+
+    ``status`` is only the initial one: a status that arrived first is kept, never moved back.
+    """
+    return UpdateOne(
+        {"wamid": doc["wamid"]},
+        {
+            "$set": {**doc, "tenant": channel["tenant"], "channel_id": channel["_id"]},
+            "$setOnInsert": {"created_at": datetime.now(UTC), "status": status},
+        },
+        upsert=True,
+    )
+
+
+def status_op(channel: Document, wamid: str, *, entry: Document, rank: int | None) -> UpdateOne:
+    """Add ``entry`` to the history once per status and move the status forward only.
+
+    A status for a message not stored yet creates a placeholder (no ``direction``) that the
+    message fills when it arrives.
+    """
+    history = {"$ifNull": ["$statuses", []]}
+    # $map, not "$statuses.status": SecantusDB does not traverse arrays in field paths.
+    seen = {"$map": {"input": history, "in": "$$this.status"}}
+    update: dict[str, Any] = {
+        "tenant": _keep_or("tenant", channel["tenant"]),
+        "channel_id": _keep_or("channel_id", channel["_id"]),
+        "statuses": {
+            "$cond": [
+                {"$in": [lit(entry["status"]), seen]},
+                history,
+                {"$concatArrays": [history, [lit(entry)]]},
+            ]
+        },
+    }
+    if rank is not None:
+        current = {"$ifNull": ["$status_rank", -1]}
+        update["status"] = {"$cond": [{"$lt": [current, rank]}, lit(entry["status"]), "$status"]}
+        update["status_rank"] = {"$max": [current, rank]}
+    return UpdateOne({"wamid": wamid}, [{"$set": update}], upsert=True)
+
+
+def reaction_op(
+    channel: Document, target_wamid: str, *, by: str, emoji: str | None, at: datetime, wamid: str
+) -> UpdateOne:
+    """Set (or, with no emoji, remove) ``by``'s reaction on the target message.
+
+    One reaction per sender; the latest by timestamp wins whatever the arrival order, so a
+    removal is kept as an entry with ``emoji: None``.
+    """
+    reactions = {"$ifNull": ["$reactions", []]}
+    old = {
+        "$arrayElemAt": [
+            {"$filter": {"input": reactions, "cond": {"$eq": ["$$this.by", lit(by)]}}},
+            0,
+        ]
+    }
+    entry = {"by": by, "emoji": emoji, "timestamp": at, "wamid": wamid}
+    newer = {
+        "$or": [
+            {"$eq": [{"$ifNull": ["$$old", None]}, None]},
+            {"$lte": ["$$old.timestamp", lit(at)]},
+        ]
+    }
+    replaced = {
+        "$concatArrays": [
+            {"$filter": {"input": reactions, "cond": {"$ne": ["$$this.by", lit(by)]}}},
+            [lit(entry)],
+        ]
+    }
+    update = {
+        "tenant": _keep_or("tenant", channel["tenant"]),
+        "channel_id": _keep_or("channel_id", channel["_id"]),
+        "reactions": {
+            "$let": {"vars": {"old": old}, "in": {"$cond": [newer, replaced, reactions]}}
+        },
+    }
+    return UpdateOne({"wamid": target_wamid}, [{"$set": update}], upsert=True)
+
+
 class Inbox:
     def __init__(self, db: Database) -> None:
         self._contacts = db[CONTACTS]
         self._conversations = db[CONVERSATIONS]
         self._messages = db[MESSAGES]
 
-    async def upsert_contact(
-        self, channel: Document, wa_id: str, *, user_id: str | None, name: str | None
-    ) -> None:
-        update: dict[str, Any] = {
-            "$setOnInsert": {"tenant": channel["tenant"], "created_at": datetime.now(UTC)},
-        }
-        fields = {k: v for k, v in {"name": name, "user_id": user_id}.items() if v}
-        if fields:
-            update["$set"] = fields
-        await _retry_duplicate(
-            lambda: self._contacts.update_one(
-                {"channel_id": channel["_id"], "wa_id": wa_id}, update, upsert=True
-            )
+    async def write(self, writes: Writes) -> None:
+        """Send ``writes``: contacts, conversations and messages concurrently (none reads
+        another, so their order does not matter)."""
+        await asyncio.gather(
+            bulk_upsert(self._contacts, writes.contacts),
+            bulk_upsert(self._conversations, writes.conversations),
+            bulk_upsert(self._messages, writes.messages),
         )
+
+    # Single writes, for callers with one thing to store (and the tests).
 
     async def touch_conversation(
         self,
@@ -61,162 +231,14 @@ class Inbox:
         preview: str | None,
         inbound: bool,
     ) -> ObjectId:
-        """Create or update the conversation with ``wa_id`` for message ``wamid``.
-
-        With a ``preview`` the message is a visible one: the preview follows the newest such
-        message (ties broken by wamid) and an inbound one joins the unread set. Without one
-        (a reaction) only ``last_inbound_at`` moves. Inbound events move ``last_inbound_at``,
-        which opens the 24-hour customer service window.
-        """
-        newer = {
-            "$or": [
-                {"$lt": ["$last_message_at", lit(at)]},
-                {
-                    "$and": [
-                        {"$eq": ["$last_message_at", lit(at)]},
-                        {"$lt": ["$last_message_wamid", lit(wamid)]},
-                    ]
-                },
-            ]
-        }
-        first: dict[str, Any] = {
-            "_newer": newer,
-            "tenant": _keep_or("tenant", channel["tenant"]),
-            "status": _keep_or("status", "open"),
-            "created_at": _keep_or("created_at", datetime.now(UTC)),
-            "unread_wamids": {"$ifNull": ["$unread_wamids", []]},
-        }
-        if name:
-            first["contact_name"] = lit(name)
-        second: dict[str, Any] = {}
-        if preview is not None:
-            second["last_message_at"] = {"$cond": ["$_newer", lit(at), "$last_message_at"]}
-            second["last_message_wamid"] = {"$cond": ["$_newer", lit(wamid), "$last_message_wamid"]}
-            second["last_message_preview"] = {
-                "$cond": ["$_newer", lit(preview), "$last_message_preview"]
-            }
-            if inbound:
-                second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit([wamid])]}
-        if inbound:
-            second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(at)]}
-        stages: list[dict[str, Any]] = [
-            {"$set": first},
-            *([{"$set": second}] if second else []),
-            {"$unset": "_newer"},
-        ]
-        key = {"channel_id": channel["_id"], "wa_id": wa_id}
-        doc = await _retry_duplicate(
-            lambda: self._conversations.find_one_and_update(
-                key,
-                stages,
-                upsert=True,
-                projection={"_id": 1},
-                return_document=ReturnDocument.AFTER,
-            )
+        op = conversation_op(
+            channel, wa_id, name=name, wamid=wamid, at=at, preview=preview, inbound=inbound
         )
-        if doc is None:
-            # MongoDB always returns the document of an upsert with AFTER; SecantusDB may
-            # answer racing upserts without it (the write is applied), so read it back.
-            doc = await self._conversations.find_one(key, {"_id": 1})
-        assert doc is not None
-        return ObjectId(doc["_id"])
+        await self.write(Writes(conversations=[op]))
+        return conversation_id(channel["_id"], wa_id)
 
     async def store_message(self, channel: Document, doc: Document, *, status: str) -> None:
-        """Insert a message once per wamid; fills a placeholder left by an early status.
-
-        ``status`` is only the initial one: a status that arrived first is kept, never moved
-        back.
-        """
-        await _retry_duplicate(
-            lambda: self._messages.update_one(
-                {"wamid": doc["wamid"]},
-                {
-                    "$set": {**doc, "tenant": channel["tenant"], "channel_id": channel["_id"]},
-                    "$setOnInsert": {"created_at": datetime.now(UTC), "status": status},
-                },
-                upsert=True,
-            )
-        )
-
-    async def apply_status(
-        self, channel: Document, wamid: str, *, entry: Document, rank: int | None
-    ) -> None:
-        """Add ``entry`` to the history once per status and move the status forward only.
-
-        A status for a message not stored yet creates a placeholder (no ``direction``) that
-        the message fills when it arrives.
-        """
-        history = {"$ifNull": ["$statuses", []]}
-        # $map, not "$statuses.status": SecantusDB does not traverse arrays in field paths.
-        seen = {"$map": {"input": history, "in": "$$this.status"}}
-        update: dict[str, Any] = {
-            "tenant": _keep_or("tenant", channel["tenant"]),
-            "channel_id": _keep_or("channel_id", channel["_id"]),
-            "statuses": {
-                "$cond": [
-                    {"$in": [lit(entry["status"]), seen]},
-                    history,
-                    {"$concatArrays": [history, [lit(entry)]]},
-                ]
-            },
-        }
-        if rank is not None:
-            current = {"$ifNull": ["$status_rank", -1]}
-            update["status"] = {
-                "$cond": [{"$lt": [current, rank]}, lit(entry["status"]), "$status"]
-            }
-            update["status_rank"] = {"$max": [current, rank]}
-        await _retry_duplicate(
-            lambda: self._messages.update_one({"wamid": wamid}, [{"$set": update}], upsert=True)
-        )
-
-    async def apply_reaction(
-        self,
-        channel: Document,
-        target_wamid: str,
-        *,
-        by: str,
-        emoji: str | None,
-        at: datetime,
-        wamid: str,
-    ) -> None:
-        """Set (or, with no emoji, remove) ``by``'s reaction on the target message.
-
-        One reaction per sender; the latest by timestamp wins whatever the arrival order, so
-        a removal is kept as an entry with ``emoji: None``.
-        """
-        reactions = {"$ifNull": ["$reactions", []]}
-        old = {
-            "$arrayElemAt": [
-                {"$filter": {"input": reactions, "cond": {"$eq": ["$$this.by", lit(by)]}}},
-                0,
-            ]
-        }
-        entry = {"by": by, "emoji": emoji, "timestamp": at, "wamid": wamid}
-        newer = {
-            "$or": [
-                {"$eq": [{"$ifNull": ["$$old", None]}, None]},
-                {"$lte": ["$$old.timestamp", lit(at)]},
-            ]
-        }
-        replaced = {
-            "$concatArrays": [
-                {"$filter": {"input": reactions, "cond": {"$ne": ["$$this.by", lit(by)]}}},
-                [lit(entry)],
-            ]
-        }
-        update = {
-            "tenant": _keep_or("tenant", channel["tenant"]),
-            "channel_id": _keep_or("channel_id", channel["_id"]),
-            "reactions": {
-                "$let": {"vars": {"old": old}, "in": {"$cond": [newer, replaced, reactions]}}
-            },
-        }
-        await _retry_duplicate(
-            lambda: self._messages.update_one(
-                {"wamid": target_wamid}, [{"$set": update}], upsert=True
-            )
-        )
+        await self.write(Writes(messages=[message_op(channel, doc, status=status)]))
 
     # Reads for the REST API.
 
@@ -272,18 +294,3 @@ _CONVERSATION_FIELDS = {
     "tenant": 1,
     "unread_count": {"$size": {"$ifNull": ["$unread_wamids", []]}},
 }
-
-
-T = TypeVar("T")
-
-
-async def _retry_duplicate(write: Callable[[], Awaitable[T]]) -> T:
-    """Run ``write``; run it once more after a duplicate-key race between two upserts.
-
-    Two consumers upserting the same new key at once: one inserts, the other fails with
-    E11000; the second try finds the document and updates it.
-    """
-    try:
-        return await write()
-    except DuplicateKeyError:
-        return await write()

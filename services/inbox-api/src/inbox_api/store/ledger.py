@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo import UpdateOne
 
+from inbox_api.store.bulk import bulk_upsert
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import WEBHOOK_EVENTS
@@ -17,37 +20,72 @@ PROCESSED = "processed"
 FAILED = "failed"
 
 
+@dataclass(frozen=True, slots=True)
+class Fate:
+    """What became of one body: ``processed`` or ``failed`` (with the error)."""
+
+    sha256: str
+    status: str
+    phone_number_ids: list[str]
+    error: dict[str, Any] | None = None
+
+
 class Ledger:
     def __init__(self, db: Database) -> None:
         self._events = db[WEBHOOK_EVENTS]
 
-    async def receive(self, delivery: WebhookDelivery) -> Document:
-        """Record a delivery (once per sha256) and count the attempt; returns the entry."""
+    async def receive_many(self, deliveries: Sequence[WebhookDelivery]) -> dict[str, str]:
+        """Record each delivery (once per sha256), count the attempt; returns each status."""
         now = datetime.now(UTC)
-        entry = await self._events.find_one_and_update(
-            {"sha256": delivery.sha256},
-            {
-                "$setOnInsert": {
-                    "sha256": delivery.sha256,
-                    "request_id": delivery.request_id,
-                    "received_at": delivery.received_at,
-                    "body": delivery.body,
-                    "body_bytes": len(delivery.body),
-                    "status": RECEIVED,
+        ops = [
+            UpdateOne(
+                {"sha256": d.sha256},
+                {
+                    "$setOnInsert": {
+                        "request_id": d.request_id,
+                        "received_at": d.received_at,
+                        "body": d.body,
+                        "body_bytes": len(d.body),
+                        "status": RECEIVED,
+                    },
+                    "$inc": {"attempts": 1},
+                    "$set": {"last_attempt_at": now},
                 },
-                "$inc": {"attempts": 1},
-                "$set": {"last_attempt_at": now},
-            },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            projection={"body": 0},
+                upsert=True,
+            )
+            for d in deliveries
+        ]
+        await bulk_upsert(self._events, ops)
+        found = self._events.find(
+            {"sha256": {"$in": [d.sha256 for d in deliveries]}}, {"sha256": 1, "status": 1}
         )
-        if entry is None:
-            # MongoDB always returns the document of an upsert with AFTER; SecantusDB may
-            # answer racing upserts without it (the write is applied), so read it back.
-            entry = await self._events.find_one({"sha256": delivery.sha256}, {"body": 0})
-        assert entry is not None
+        return {doc["sha256"]: doc["status"] async for doc in found}
+
+    async def receive(self, delivery: WebhookDelivery) -> Document:
+        """Record one delivery; returns its entry (without the body)."""
+        await self.receive_many([delivery])
+        entry = await self._events.find_one({"sha256": delivery.sha256}, {"body": 0})
+        assert entry is not None  # just written
         return entry
+
+    async def finish_many(self, fates: Sequence[Fate]) -> None:
+        now = datetime.now(UTC)
+        ops = [
+            UpdateOne(
+                {"sha256": fate.sha256},
+                {
+                    "$set": {
+                        "status": fate.status,
+                        "phone_number_ids": fate.phone_number_ids,
+                        "finished_at": now,
+                        "error": fate.error,
+                    }
+                },
+            )
+            for fate in fates
+        ]
+        if ops:
+            await self._events.bulk_write(ops, ordered=False)
 
     async def finish(
         self,
@@ -57,15 +95,7 @@ class Ledger:
         phone_number_ids: list[str],
         error: dict[str, Any] | None = None,
     ) -> None:
-        update: dict[str, Any] = {
-            "$set": {
-                "status": status,
-                "phone_number_ids": phone_number_ids,
-                "finished_at": datetime.now(UTC),
-                "error": error,
-            }
-        }
-        await self._events.update_one({"sha256": sha256}, update)
+        await self.finish_many([Fate(sha256, status, phone_number_ids, error)])
 
     async def page(
         self,
