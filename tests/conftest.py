@@ -8,18 +8,24 @@ Fixtures (the names other tests rely on):
 - ``amqp_namespace``: the same namespace as an ``AmqpNamespace`` that deletes, at teardown,
   the queues and exchanges the test ``track``-ed.
 - ``mongo_db_name``: a unique database name for this test, dropped afterwards.
+- ``names``, ``broker``, ``publisher``: the namespace's topology names (tracked for cleanup),
+  a connected :class:`Broker` with that topology declared, and a confirmed publisher on it.
 
 How each backend is chosen is described in ``tests/infra.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from uuid import uuid4
 
 import pytest
 
+from inbox_common.broker.connection import Broker, broker_connection
+from inbox_common.broker.publisher import ConfirmedPublisher
+from inbox_common.broker.topology import Names, declare, topology
 from tests import infra
 
 
@@ -64,3 +70,31 @@ def mongo_db_name(mongo_url: str) -> Iterator[str]:
     name = f"test_{uuid4().hex[:12]}"
     yield name
     infra.drop_database(mongo_url, name)
+
+
+@pytest.fixture
+def names(amqp_namespace: infra.AmqpNamespace) -> Names:
+    """This test's broker names, every one of them deleted when the test ends."""
+    return amqp_namespace.track_topology()
+
+
+@pytest.fixture
+async def broker(amqp_url: str, names: Names) -> AsyncIterator[Broker]:
+    """A connected broker with the namespace's topology declared through ``when_connected``."""
+    async with broker_connection(amqp_url, name="tests") as broker:
+
+        async def setup() -> None:
+            channel = await broker.connection.channel()
+            await declare(channel, topology(names))
+            await channel.close()
+
+        broker.when_connected(setup, what="test topology")
+        await asyncio.wait_for(broker.ready.wait(), 10)
+        yield broker
+
+
+@pytest.fixture
+async def publisher(broker: Broker) -> ConfirmedPublisher:
+    publisher = ConfirmedPublisher(broker, timeout=5)
+    await publisher.start()
+    return publisher

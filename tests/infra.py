@@ -192,10 +192,12 @@ class AmqpNamespace:
             if name not in self.tracked:
                 self.tracked.append(name)
 
-    def track_topology(self) -> None:
+    def track_topology(self) -> Names:
         """Track every exchange and queue the services declare in this namespace."""
-        spec = topology(Names(self.name))
+        names = Names(self.name)
+        spec = topology(names)
         self.track(*(e.name for e in spec.exchanges), *(q.name for q in spec.queues))
+        return names
 
     async def delete_tracked(self, amqp_url: str) -> None:
         """Delete every tracked name as a queue and as an exchange."""

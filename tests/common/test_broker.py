@@ -70,37 +70,6 @@ async def drain(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
 
 
 @pytest.fixture
-def names(amqp_namespace: AmqpNamespace) -> Names:
-    """This test's names, every one of them deleted when the test ends."""
-    names = Names(amqp_namespace.name)
-    spec = topology(names)
-    amqp_namespace.track(*(e.name for e in spec.exchanges), *(q.name for q in spec.queues))
-    return names
-
-
-@pytest.fixture
-async def broker(amqp_url: str, names: Names) -> AsyncIterator[Broker]:
-    """A connected broker whose topology was declared through ``when_connected``."""
-    async with broker_connection(amqp_url, name="broker-tests") as broker:
-
-        async def setup() -> None:
-            channel = await broker.connection.channel()
-            await declare(channel, topology(names))
-            await channel.close()
-
-        broker.when_connected(setup, what="test topology")
-        await asyncio.wait_for(broker.ready.wait(), 10)
-        yield broker
-
-
-@pytest.fixture
-async def publisher(broker: Broker) -> ConfirmedPublisher:
-    publisher = ConfirmedPublisher(broker, timeout=5)
-    await publisher.start()
-    return publisher
-
-
-@pytest.fixture
 async def channel(broker: Broker) -> AsyncIterator[AbstractChannel]:
     channel = await broker.connection.channel()
     yield channel

@@ -26,15 +26,13 @@ from inbox_api.settings import InboxApiSettings
 from inbox_api.store.channels import Channels
 from inbox_api.store.inbox import Inbox
 from inbox_api.store.ledger import Ledger
-from inbox_common.broker.connection import Broker, broker_connection
 from inbox_common.broker.publisher import ConfirmedPublisher
-from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names, declare, topology
+from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.client import Database, Document, create_client
 from inbox_common.store.migrations import apply_migrations
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES
 from inbox_common.tokens import Role, create_token
-from tests import infra
 
 ACME_NUMBER = "106540352242922"
 ACME_SECOND_NUMBER = "106540352242933"
@@ -126,17 +124,6 @@ def stores_of(db: Database) -> Stores:
     return Stores(Ledger(db), Channels(db), Inbox(db))
 
 
-def track_topology(namespace: infra.AmqpNamespace) -> Names:
-    """The names of the namespace's topology, each deleted when the test ends."""
-    names = Names(namespace.name)
-    spec = topology(names)
-    namespace.track(*(e.name for e in spec.exchanges), *(q.name for q in spec.queues))
-    return names
-
-
-# --- store ----------------------------------------------------------------------------------
-
-
 @pytest.fixture
 async def db(mongo_url: str, mongo_db_name: str) -> AsyncIterator[Database]:
     """This test's database with every migration applied."""
@@ -176,33 +163,6 @@ async def channel(db: Database) -> Document:
 
 
 # --- broker ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def names(amqp_namespace: infra.AmqpNamespace) -> Names:
-    return track_topology(amqp_namespace)
-
-
-@pytest.fixture
-async def broker(amqp_url: str, names: Names) -> AsyncIterator[Broker]:
-    """A connected broker with the namespace's topology declared."""
-    async with broker_connection(amqp_url, name="inbox-api-tests") as broker:
-
-        async def setup() -> None:
-            channel = await broker.connection.channel()
-            await declare(channel, topology(names))
-            await channel.close()
-
-        broker.when_connected(setup, what="test topology")
-        await asyncio.wait_for(broker.ready.wait(), 10)
-        yield broker
-
-
-@pytest.fixture
-async def publisher(broker: Broker) -> ConfirmedPublisher:
-    publisher = ConfirmedPublisher(broker, timeout=5)
-    await publisher.start()
-    return publisher
 
 
 async def publish_delivery(
