@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,3 +335,18 @@ def _container_running(container: DockerContainer) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             container.stop()
+
+
+# The deadline is this helper's whole job, and its error names what was awaited.
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]],
+    what: str,
+    timeout: float = 5.0,  # noqa: ASYNC109
+) -> None:
+    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -31,26 +31,11 @@ from inbox_common.broker.topology import (
 )
 from inbox_common.errors import PermanentError, TransientError
 from inbox_common.health import Status
-from tests.infra import AmqpNamespace, free_port
+from tests.infra import AmqpNamespace, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
-
-
-# The deadline is this helper's whole job, and its error names what was awaited.
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]],
-    what: str,
-    timeout: float = 5.0,  # noqa: ASYNC109
-) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def queue_state(channel: AbstractChannel, name: str) -> tuple[int, int]:

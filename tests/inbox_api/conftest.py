@@ -7,9 +7,8 @@ modules from here.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,21 +61,6 @@ def entries(*bodies: dict[str, Any]) -> dict[str, Any]:
         "object": "whatsapp_business_account",
         "entry": [entry for body in bodies for entry in body["entry"]],
     }
-
-
-# The deadline is this helper's whole job, and its error names what was awaited.
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]],
-    what: str,
-    timeout: float = 5.0,  # noqa: ASYNC109
-) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def snapshot(db: Database) -> dict[str, list[Document]]:

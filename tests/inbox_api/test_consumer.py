@@ -27,9 +27,8 @@ from tests.inbox_api.conftest import (
     publish_delivery,
     snapshot,
     stores_of,
-    wait_until,
 )
-from tests.infra import free_port
+from tests.infra import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from tests.inbox_api.conftest import (
     bearer,
     create_channel,
     delivery_of,
-    wait_until,
 )
+from tests.infra import wait_until
 
 pytestmark = pytest.mark.integration
 
