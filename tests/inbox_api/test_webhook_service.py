@@ -158,8 +158,8 @@ class _CrashingInbox(Inbox):
     is never finished."""
 
     async def write(self, writes: Writes) -> None:
-        assert len(writes.messages) > 1
-        half = Writes(writes.contacts, writes.conversations, writes.messages[:1])
+        assert len(writes.new_messages) + len(writes.messages) > 1
+        half = Writes(writes.contacts, writes.conversations, writes.new_messages[:1])
         await super().write(half)
         raise RuntimeError("killed")
 

@@ -19,16 +19,7 @@ from typing import Any
 
 from inbox_api.consumer.statuses import rank
 from inbox_api.store.channels import Channels
-from inbox_api.store.inbox import (
-    Inbox,
-    Writes,
-    contact_op,
-    conversation_id,
-    conversation_op,
-    message_op,
-    reaction_op,
-    status_op,
-)
+from inbox_api.store.inbox import Inbox, Touch, Writes, reaction_op, status_op
 from inbox_api.store.ledger import FAILED, PROCESSED, Fate, Ledger
 from inbox_common.batching import Coalescer
 from inbox_common.contracts.delivery import WebhookDelivery
@@ -152,9 +143,7 @@ class WebhookProcessor:
             if identity:
                 name = contact.profile.name if contact.profile else None
                 names[identity] = name
-                writes.contacts.append(
-                    contact_op(channel, identity, user_id=contact.user_id, name=name)
-                )
+                writes.contact(channel, identity, user_id=contact.user_id, name=name)
         for message in change.messages:
             _plan_message(channel, message, names, writes)
         for status in change.statuses:
@@ -166,17 +155,12 @@ def _plan_message(
 ) -> None:
     sender = message.from_ or message.from_user_id or ""
     reaction = message.reaction if message.type == "reaction" else None
-    writes.conversations.append(
-        conversation_op(
-            channel,
-            sender,
-            name=names.get(sender),
-            wamid=message.id,
-            at=message.timestamp,
-            # A reaction decorates its target: no unread count, no new preview.
-            preview=None if reaction else message.preview,
-            inbound=True,
-        )
+    conversation = writes.touch(
+        channel,
+        sender,
+        name=names.get(sender),
+        # A reaction decorates its target: no unread count, no new preview.
+        touch=Touch(message.id, message.timestamp, None if reaction else message.preview, True),
     )
     if reaction is not None and reaction.message_id:
         writes.messages.append(
@@ -192,7 +176,7 @@ def _plan_message(
         return
     doc: dict[str, Any] = {
         "wamid": message.id,
-        "conversation_id": conversation_id(channel["_id"], sender),
+        "conversation_id": conversation,
         "direction": "inbound",
         "from": sender,
         "type": message.type,
@@ -204,7 +188,7 @@ def _plan_message(
         message.context.forwarded or message.context.frequently_forwarded
     ):
         doc["forwarded"] = True
-    writes.messages.append(message_op(channel, doc, status="received"))
+    writes.message(channel, doc, status="received")
 
 
 def _status(channel: Document, status: MessageStatus) -> Any:

@@ -26,3 +26,19 @@ async def bulk_upsert(collection: AsyncCollection[Document], ops: list[UpdateOne
         if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
             raise
         await collection.bulk_write([ops[e["index"]] for e in errors], ordered=False)
+
+
+async def insert_new(collection: AsyncCollection[Document], docs: list[Document]) -> list[int]:
+    """Insert ``docs`` in one unordered write; returns the indexes of those whose key already
+    existed (E11000), for the caller to handle as updates. Inserting is the cheap common case:
+    a new webhook, a new message."""
+    if not docs:
+        return []
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise
+        return sorted(e["index"] for e in errors)
+    return []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from inbox_api.store.bulk import bulk_upsert
+from inbox_api.store.bulk import bulk_upsert, insert_new
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES
 
@@ -41,16 +42,72 @@ def conversation_id(channel_id: ObjectId, wa_id: str) -> ObjectId:
     return ObjectId(hashlib.sha256(f"{channel_id}:{wa_id}".encode()).digest()[:12])
 
 
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """One message's effect on its conversation (no ``preview``: a reaction)."""
+
+    wamid: str
+    at: datetime
+    preview: str | None
+    inbound: bool
+
+
+@dataclass(slots=True)
+class _Conversation:
+    channel: Document
+    wa_id: str
+    name: str | None
+    touches: list[Touch]
+
+
 @dataclass(slots=True)
 class Writes:
-    """Operations to send together, one bulk write per collection."""
+    """What a batch writes, sent as a few bulk writes.
 
-    contacts: list[UpdateOne] = field(default_factory=list)
-    conversations: list[UpdateOne] = field(default_factory=list)
+    Contacts and conversations are folded per key (one write per contact and per
+    conversation, however many messages the batch has for them); new messages are inserted,
+    with an upsert kept for those that already exist (a redelivery, or a placeholder left by
+    an early status or reaction); statuses and reactions are pipeline upserts.
+    """
+
+    contacts: dict[tuple[Any, str], UpdateOne] = field(default_factory=dict)
+    conversations: dict[ObjectId, _Conversation] = field(default_factory=dict)
+    new_messages: list[tuple[Document, UpdateOne]] = field(default_factory=list)
     messages: list[UpdateOne] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.contacts or self.conversations or self.messages)
+        return bool(self.contacts or self.conversations or self.new_messages or self.messages)
+
+    def contact(
+        self, channel: Document, wa_id: str, *, user_id: str | None, name: str | None
+    ) -> None:
+        self.contacts[(channel["_id"], wa_id)] = contact_op(
+            channel, wa_id, user_id=user_id, name=name
+        )
+
+    def touch(self, channel: Document, wa_id: str, *, name: str | None, touch: Touch) -> ObjectId:
+        key = conversation_id(channel["_id"], wa_id)
+        entry = self.conversations.setdefault(key, _Conversation(channel, wa_id, name, []))
+        entry.name = name or entry.name
+        entry.touches.append(touch)
+        return key
+
+    def message(self, channel: Document, doc: Document, *, status: str) -> None:
+        """A message, inserted if new; ``status`` is only its initial one."""
+        new = {
+            **doc,
+            "tenant": channel["tenant"],
+            "channel_id": channel["_id"],
+            "created_at": datetime.now(UTC),
+            "status": status,
+        }
+        self.new_messages.append((new, message_op(channel, doc, status=status)))
+
+    def conversation_ops(self) -> list[UpdateOne]:
+        return [
+            conversation_op(c.channel, c.wa_id, name=c.name, touches=c.touches)
+            for c in self.conversations.values()
+        ]
 
 
 def contact_op(
@@ -66,22 +123,20 @@ def contact_op(
 
 
 def conversation_op(
-    channel: Document,
-    wa_id: str,
-    *,
-    name: str | None,
-    wamid: str,
-    at: datetime,
-    preview: str | None,
-    inbound: bool,
+    channel: Document, wa_id: str, *, name: str | None, touches: Sequence[Touch]
 ) -> UpdateOne:
-    """Create or update the conversation with ``wa_id`` for message ``wamid``.
+    """Create or update the conversation with ``wa_id`` for the messages ``touches``.
 
-    With a ``preview`` the message is a visible one: the preview follows the newest such
-    message (ties broken by wamid) and an inbound one joins the unread set. Without one (a
-    reaction) only ``last_inbound_at`` moves. Inbound events move ``last_inbound_at``, which
-    opens the 24-hour customer service window.
+    Visible messages (with a preview) set the preview if they are the newest (ties broken by
+    wamid), and inbound ones join the unread set. A reaction (no preview) moves only
+    ``last_inbound_at``. Inbound events move ``last_inbound_at``, which opens the 24-hour
+    customer service window.
     """
+    visible = [t for t in touches if t.preview is not None]
+    newest = max(visible, key=lambda t: (t.at, t.wamid)) if visible else None
+    unread = [t.wamid for t in visible if t.inbound]
+    inbound_at = max((t.at for t in touches if t.inbound), default=None)
+    at, wamid = (newest.at, newest.wamid) if newest else (None, "")
     newer = {
         "$or": [
             {"$lt": ["$last_message_at", lit(at)]},
@@ -105,16 +160,16 @@ def conversation_op(
     if name:
         first["contact_name"] = lit(name)
     second: dict[str, Any] = {}
-    if preview is not None:
+    if newest is not None:
         second["last_message_at"] = {"$cond": ["$_newer", lit(at), "$last_message_at"]}
         second["last_message_wamid"] = {"$cond": ["$_newer", lit(wamid), "$last_message_wamid"]}
         second["last_message_preview"] = {
-            "$cond": ["$_newer", lit(preview), "$last_message_preview"]
+            "$cond": ["$_newer", lit(newest.preview), "$last_message_preview"]
         }
-        if inbound:
-            second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit([wamid])]}
-    if inbound:
-        second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(at)]}
+    if unread:
+        second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit(unread)]}
+    if inbound_at is not None:
+        second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(inbound_at)]}
     stages: list[dict[str, Any]] = [
         {"$set": first},
         *([{"$set": second}] if second else []),
@@ -213,10 +268,15 @@ class Inbox:
         """Send ``writes``: contacts, conversations and messages concurrently (none reads
         another, so their order does not matter)."""
         await asyncio.gather(
-            bulk_upsert(self._contacts, writes.contacts),
-            bulk_upsert(self._conversations, writes.conversations),
-            bulk_upsert(self._messages, writes.messages),
+            bulk_upsert(self._contacts, list(writes.contacts.values())),
+            bulk_upsert(self._conversations, writes.conversation_ops()),
+            self._write_messages(writes),
         )
+
+    async def _write_messages(self, writes: Writes) -> None:
+        existing = await insert_new(self._messages, [new for new, _ in writes.new_messages])
+        fallbacks = [writes.new_messages[i][1] for i in existing]
+        await bulk_upsert(self._messages, fallbacks + writes.messages)
 
     # Single writes, for callers with one thing to store (and the tests).
 
@@ -231,14 +291,15 @@ class Inbox:
         preview: str | None,
         inbound: bool,
     ) -> ObjectId:
-        op = conversation_op(
-            channel, wa_id, name=name, wamid=wamid, at=at, preview=preview, inbound=inbound
-        )
-        await self.write(Writes(conversations=[op]))
-        return conversation_id(channel["_id"], wa_id)
+        writes = Writes()
+        key = writes.touch(channel, wa_id, name=name, touch=Touch(wamid, at, preview, inbound))
+        await self.write(writes)
+        return key
 
     async def store_message(self, channel: Document, doc: Document, *, status: str) -> None:
-        await self.write(Writes(messages=[message_op(channel, doc, status=status)]))
+        writes = Writes()
+        writes.message(channel, doc, status=status)
+        await self.write(writes)
 
     # Reads for the REST API.
 

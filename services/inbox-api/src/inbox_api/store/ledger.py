@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from bson import ObjectId
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 
-from inbox_api.store.bulk import bulk_upsert
+from inbox_api.store.bulk import insert_new
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import WEBHOOK_EVENTS
@@ -35,31 +36,34 @@ class Ledger:
         self._events = db[WEBHOOK_EVENTS]
 
     async def receive_many(self, deliveries: Sequence[WebhookDelivery]) -> dict[str, str]:
-        """Record each delivery (once per sha256), count the attempt; returns each status."""
+        """Record each delivery (once per sha256), count the attempt; returns each status.
+
+        New bodies (the common case) cost one insert; a body seen before has its attempt
+        counted and its status read.
+        """
         now = datetime.now(UTC)
-        ops = [
-            UpdateOne(
-                {"sha256": d.sha256},
-                {
-                    "$setOnInsert": {
-                        "request_id": d.request_id,
-                        "received_at": d.received_at,
-                        "body": d.body,
-                        "body_bytes": len(d.body),
-                        "status": RECEIVED,
-                    },
-                    "$inc": {"attempts": 1},
-                    "$set": {"last_attempt_at": now},
-                },
-                upsert=True,
-            )
+        docs = [
+            {
+                "sha256": d.sha256,
+                "request_id": d.request_id,
+                "received_at": d.received_at,
+                "body": d.body,
+                "body_bytes": len(d.body),
+                "status": RECEIVED,
+                "attempts": 1,
+                "last_attempt_at": now,
+            }
             for d in deliveries
         ]
-        await bulk_upsert(self._events, ops)
-        found = self._events.find(
-            {"sha256": {"$in": [d.sha256 for d in deliveries]}}, {"sha256": 1, "status": 1}
-        )
-        return {doc["sha256"]: doc["status"] async for doc in found}
+        seen = [deliveries[i].sha256 for i in await insert_new(self._events, docs)]
+        statuses = {d.sha256: RECEIVED for d in deliveries}
+        if seen:
+            attempt = {"$inc": {"attempts": 1}, "$set": {"last_attempt_at": now}}
+            again = [UpdateOne({"sha256": sha}, attempt) for sha in seen]
+            await self._events.bulk_write(again, ordered=False)
+            found = self._events.find({"sha256": {"$in": seen}}, {"sha256": 1, "status": 1})
+            statuses.update({doc["sha256"]: doc["status"] async for doc in found})
+        return statuses
 
     async def receive(self, delivery: WebhookDelivery) -> Document:
         """Record one delivery; returns its entry (without the body)."""
@@ -69,10 +73,15 @@ class Ledger:
         return entry
 
     async def finish_many(self, fates: Sequence[Fate]) -> None:
+        """Record each body's fate; bodies with the same fate share one update."""
         now = datetime.now(UTC)
+        groups: dict[bytes, tuple[Fate, list[str]]] = {}
+        for fate in fates:
+            key = orjson.dumps([fate.status, fate.phone_number_ids, fate.error])
+            groups.setdefault(key, (fate, []))[1].append(fate.sha256)
         ops = [
-            UpdateOne(
-                {"sha256": fate.sha256},
+            UpdateMany(
+                {"sha256": {"$in": shas}},
                 {
                     "$set": {
                         "status": fate.status,
@@ -82,7 +91,7 @@ class Ledger:
                     }
                 },
             )
-            for fate in fates
+            for fate, shas in groups.values()
         ]
         if ops:
             await self._events.bulk_write(ops, ordered=False)
