@@ -257,7 +257,8 @@ def secantusdb_process(directory: Path, startup_timeout: float = 30.0) -> Iterat
     """
     executable = Path(sys.executable).parent / "secantusd-py"
     port = free_port()
-    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    # retryWrites=false, as the local stack runs it: see inbox_common.store.client.
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
     log_path = directory / "secantusd.log"
     command = [
         str(executable),

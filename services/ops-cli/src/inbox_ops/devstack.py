@@ -109,7 +109,10 @@ class DevStack:
             env=self.env,
         )
         await self.mongo.start()
-        self.env["MONGODB_URL"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        # retryWrites=false: see inbox_common.store.client.create_client.
+        self.env["MONGODB_URL"] = (
+            f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
+        )
         client = create_client(self.env["MONGODB_URL"], app_name="inbox-ops-dev", timeout_ms=500)
         try:
             for _ in range(120):

@@ -19,14 +19,18 @@ TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure,)
 
 
 def create_client(url: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
-    """A client with tz-aware datetimes; it connects lazily, so start-up never blocks on it."""
+    """A client with tz-aware datetimes; it connects lazily, so start-up never blocks on it.
+
+    Retryable writes stay as the URL says (on by default). Every write of the services is
+    idempotent, so ``retryWrites=false`` is safe; the local SecantusDB runs with it, since
+    that server's retryable-write bookkeeping slows every write down as it fills.
+    """
     return AsyncMongoClient(
         url,
         appname=app_name,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
-        retryWrites=True,
     )
 
 
