@@ -44,7 +44,7 @@ fmt: bootstrap
 	$(UV_RUN) ruff check --fix .
 
 bench: bootstrap
-	$(UV_RUN) python tests/bench/run.py
+	$(UV_RUN) --group bench python tests/bench/run.py
 
 clean:
 	rm -rf .venv .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

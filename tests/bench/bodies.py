@@ -74,6 +74,32 @@ def make(count: int, secret: bytes, *, seed: int = 7) -> list[tuple[str, bytes]]
     return out
 
 
+def conversation_bodies(
+    phone_number_id: str, contacts: int, per_contact: int, *, seed: int = 11
+) -> list[bytes]:
+    """``contacts * per_contact`` unique text-message webhooks to ``phone_number_id``.
+
+    Event ``k`` comes from contact ``k % contacts`` (so consecutive events touch different
+    conversations, as concurrent users do); each carries its own wamid.
+    """
+    rng = random.Random(seed)
+    wa_ids = [f"49{1_500_000_000 + i}" for i in range(contacts)]
+    out: list[bytes] = []
+    for k in range(contacts * per_contact):
+        contact = k % contacts
+        text = " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(2, 22)))
+        body = text_webhook(
+            phone_number_id,
+            wa_ids[contact],
+            _NAMES[contact % len(_NAMES)],
+            text.capitalize() + ".",
+            wamid=new_wamid(),
+            timestamp=1_700_000_000 + k // contacts,
+        )
+        out.append(json.dumps(body).encode())
+    return out
+
+
 def write(path: Path, pairs: list[tuple[str, bytes]]) -> None:
     with path.open("wb") as fh:
         for signature, body in pairs:
