@@ -46,7 +46,9 @@ def configure_logging(
     ]
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         factory: Any = structlog.PrintLoggerFactory(out)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -156,7 +157,7 @@ class Consumer:
         return "acked"
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str, text: str) -> str:
-        headers = dict(message.headers or {})
+        headers = {k: _republishable(v) for k, v in (message.headers or {}).items()}
         headers[REASON_HEADER] = f"{reason}: {text}"[:1000]
         headers[QUEUE_HEADER] = self.queue_name
         try:
@@ -184,6 +185,18 @@ class Consumer:
         if self._channel.is_closed or not self._broker.connected:
             return CheckResult(status=Status.DOWN, detail=f"consumer of {self.queue_name} is down")
         return CheckResult(status=Status.OK)
+
+
+def _republishable(value: Any) -> Any:
+    """A header value as pamqp will encode it again: it delivers string headers as bytes
+    (they may not even be UTF-8) but refuses to send bytes."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_republishable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _republishable(v) for k, v in value.items()}
+    return value
 
 
 def delivery_attempt(message: AbstractIncomingMessage) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 BATCH_HEADER = "batch"
 
@@ -42,6 +42,14 @@ class WebhookDelivery(BaseModel):
     request_id: str = ""
     received_at: datetime
     body: bytes
+
+    @field_validator("received_at")
+    @classmethod
+    def _in_utc_range(cls, value: datetime) -> datetime:
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("received_at is out of range") from None
 
     def headers(self) -> dict[str, str]:
         return delivery_headers(self.sha256, self.request_id, self.received_at)
@@ -89,7 +97,9 @@ def deliveries_from_amqp(body: bytes, headers: dict[str, Any] | None) -> list[We
 
 
 def _delivery(body: bytes, fields: dict[str, Any], *, where: str) -> WebhookDelivery:
-    raw = {k: v.decode() if isinstance(v, bytes) else v for k, v in fields.items()}
+    raw = {
+        k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in fields.items()
+    }
     try:
         return WebhookDelivery(
             sha256=raw.get("sha256", ""),

@@ -50,3 +50,7 @@ class WebhookHandler:
             if is_transient(exc):
                 raise TransientError("store_unavailable", f"MongoDB: {exc}") from exc
             raise PermanentError("store_rejected", f"MongoDB refused the write: {exc}") from exc
+        except (ValueError, OverflowError, TypeError) as exc:
+            # Data the store cannot take even as a failure record (e.g. an out-of-range
+            # receive time): it can never succeed, so it is dead-lettered, not requeued.
+            raise PermanentError("store_rejected", f"{type(exc).__name__}: {exc}") from exc

@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bson.errors import BSONError
+from pymongo.errors import PyMongoError
+
 from inbox_api.consumer.statuses import rank
 from inbox_api.store.channels import Channels
 from inbox_api.store.inbox import Inbox, Touch, Writes, reaction_op, status_op
 from inbox_api.store.ledger import FAILED, PROCESSED, Fate, Ledger
+from inbox_api.store.storable import TOO_DEEP, storable
 from inbox_common.batching import Coalescer
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.contracts.webhook import (
@@ -32,11 +36,20 @@ from inbox_common.contracts.webhook import (
     parse_envelope,
 )
 from inbox_common.logging import get_logger
-from inbox_common.store.client import Document
+from inbox_common.store.client import Document, is_transient
 
 log = get_logger(__name__)
 
 MAX_BATCH = 256
+
+
+# What the store (or BSON) raises for data it will not take: such a body is recorded as
+# failed, alone, and its batch goes on. Anything else is a bug and fails the batch (requeued).
+REFUSALS = (PyMongoError, BSONError, OverflowError, ValueError)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, PyMongoError) and is_transient(exc)
 
 
 class Outcome(StrEnum):
@@ -64,13 +77,45 @@ class WebhookProcessor:
     def __init__(self, stores: Stores, *, max_batch: int = MAX_BATCH) -> None:
         self._stores = stores
         self._batches: Coalescer[WebhookDelivery, Outcome] = Coalescer(
-            self.process_many, max_items=max_batch
+            self._flush, max_items=max_batch
         )
 
     async def process(self, delivery: WebhookDelivery) -> Outcome:
         """Record ``delivery`` in the ledger and apply it, together with the deliveries
         submitted in the same loop tick; see the module docstring."""
         return await self._batches.submit(delivery)
+
+    async def _flush(self, deliveries: Sequence[WebhookDelivery]) -> list[Outcome | BaseException]:
+        """Process a batch; a body the store refuses must not hold back the others."""
+        try:
+            return list(await self.process_many(deliveries))
+        except REFUSALS as exc:
+            if _transient(exc):
+                raise  # the store is down: every body of the batch waits for it
+            if len(deliveries) == 1:
+                return [await self._refused(deliveries[0], exc)]
+        results: list[Outcome | BaseException] = []
+        for delivery in deliveries:  # find the body at fault: each on its own
+            try:
+                results.extend(await self.process_many([delivery]))
+            except REFUSALS as exc:
+                results.append(exc if _transient(exc) else await self._refused(delivery, exc))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _refused(self, delivery: WebhookDelivery, exc: Exception) -> Outcome:
+        """Record a body the store cannot take as failed (it stays in the ledger, raw)."""
+        log.warning(
+            "webhook.store_refused",
+            sha256=delivery.sha256,
+            request_id=delivery.request_id,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
+        error = {"code": "store_refused", "message": f"{type(exc).__name__}: {exc}"[:500]}
+        if not await self._stores.ledger.refuse(delivery.sha256, error):
+            raise exc  # not even the ledger took it: the consumer dead-letters the message
+        return Outcome.FAILED
 
     async def process_many(self, deliveries: Sequence[WebhookDelivery]) -> list[Outcome]:
         """Record and apply ``deliveries``; one outcome each, in order.
@@ -155,12 +200,13 @@ def _plan_message(
 ) -> None:
     sender = message.from_ or message.from_user_id or ""
     reaction = message.reaction if message.type == "reaction" else None
+    content, preview = _content_and_preview(message)
     conversation = writes.touch(
         channel,
         sender,
         name=names.get(sender),
         # A reaction decorates its target: no unread count, no new preview.
-        touch=Touch(message.id, message.timestamp, None if reaction else message.preview, True),
+        touch=Touch(message.id, message.timestamp, None if reaction else preview, True),
     )
     if reaction is not None and reaction.message_id:
         writes.messages.append(
@@ -180,7 +226,7 @@ def _plan_message(
         "direction": "inbound",
         "from": sender,
         "type": message.type,
-        "content": message.content,
+        "content": content,
         "reply_to": message.reply_to,
         "timestamp": message.timestamp,
     }
@@ -191,10 +237,18 @@ def _plan_message(
     writes.message(channel, doc, status="received")
 
 
+def _content_and_preview(message: InboundMessage) -> tuple[dict[str, Any], str]:
+    try:
+        return storable(message.content), message.preview
+    except (ValueError, RecursionError):
+        # Nesting too deep even to serialize: keep the message, point at the raw body.
+        return {"unstorable": TOO_DEEP}, f"[{message.type}]"[:200]
+
+
 def _status(channel: Document, status: MessageStatus) -> Any:
     entry: dict[str, Any] = {"status": status.status, "timestamp": status.timestamp}
     if status.errors:
         entry["errors"] = [e.model_dump(mode="json", exclude_none=True) for e in status.errors]
     if status.recipient_id:
         entry["recipient_id"] = status.recipient_id
-    return status_op(channel, status.id, entry=entry, rank=rank(status.status))
+    return status_op(channel, status.id, entry=storable(entry), rank=rank(status.status))

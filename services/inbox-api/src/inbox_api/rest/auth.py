@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from inbox_common.tokens import Role, find_token
 
 PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json", "/livez", "/metrics"})
 _CACHE_SECONDS = 30.0
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ async def auth_middleware(request: web.Request, handler: HandlerT) -> web.Stream
             "`inbox-ops token create --role agent --tenant <tenant>`",
         )
     token = token.strip()
+    if not _TOKEN.fullmatch(token):
+        raise ApiError(401, "unauthorized", "the bearer token is not valid (malformed)")
     cache = request.app[TOKEN_CACHE]
     principal = cache.get(token)
     if principal is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 
 import orjson
 from bson import ObjectId
@@ -12,7 +13,16 @@ from bson.errors import InvalidId
 
 from inbox_common.http import ApiError
 
+_LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only (str.isdigit also takes "²")
 DEFAULT_LIMIT = 50
+_BAD_CURSOR = (
+    binascii.Error,
+    orjson.JSONDecodeError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    InvalidId,
+)
 MAX_LIMIT = 200
 
 
@@ -25,8 +35,8 @@ def decode(cursor: str) -> tuple[datetime | None, ObjectId]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, oid = orjson.loads(raw)
-        return (datetime.fromisoformat(at) if at else None, ObjectId(oid))
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError, InvalidId):
+        return (datetime.fromisoformat(at).astimezone(UTC) if at else None, ObjectId(oid))
+    except _BAD_CURSOR:
         raise ApiError(
             400, "invalid_cursor", "cursor is not one this API returned; start again without it"
         ) from None
@@ -43,7 +53,7 @@ def decode_position(cursor: str) -> tuple[datetime, ObjectId]:
 def limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(value) or not 1 <= int(value) <= MAX_LIMIT:
         raise ApiError(
             400,
             "invalid_limit",

@@ -106,6 +106,14 @@ class Ledger:
     ) -> None:
         await self.finish_many([Fate(sha256, status, phone_number_ids, error)])
 
+    async def refuse(self, sha256: str, error: dict[str, Any]) -> bool:
+        """Mark an entry failed; False when there is no entry to mark."""
+        result = await self._events.update_one(
+            {"sha256": sha256},
+            {"$set": {"status": FAILED, "error": error, "finished_at": datetime.now(UTC)}},
+        )
+        return result.matched_count == 1
+
     async def page(
         self,
         *,
