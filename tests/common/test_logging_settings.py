@@ -77,3 +77,18 @@ def test_bad_values_name_the_variable_and_the_fix(
     assert "amqp://" in err
     assert "AMQP_NAMESPACE" in err
     assert "MONGODB_DB" not in err
+
+
+def test_library_records_with_an_exception_render_as_json(restore_logging: None) -> None:
+    raw = io.BytesIO()
+    configure_logging(
+        "INFO", "json", stream=io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    )
+    try:
+        raise ConnectionError("connection reset")
+    except ConnectionError:
+        # What aiormq logs when the broker goes away: a type as an argument, and exc_info.
+        logging.getLogger("aiormq.connection").warning("lost: %r", type, exc_info=True)
+    line = orjson.loads(raw.getvalue().splitlines()[-1])
+    assert line["logger"] == "aiormq.connection"
+    assert "ConnectionError: connection reset" in line["exception"]

@@ -62,7 +62,9 @@ def configure_logging(
     stdlib_renderer = (
         renderer
         if fmt == "console"
-        else structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode())
+        else structlog.processors.JSONRenderer(
+            serializer=lambda o, **_: orjson.dumps(o, default=str).decode()
+        )
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(
@@ -70,6 +72,8 @@ def configure_logging(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Library records carry exc_info (aiormq on a lost connection): render it.
+                structlog.processors.format_exc_info,
                 stdlib_renderer,
             ],
         )

@@ -7,6 +7,7 @@ waits only for its own confirm); there is no lock around publish + confirm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,9 @@ from aio_pika.exceptions import (
 )
 
 from inbox_common.broker.connection import Broker
+from inbox_common.logging import get_logger
+
+log = get_logger(__name__)
 
 _REOPEN_POLL_SECONDS = 0.01
 
@@ -44,12 +48,38 @@ class ConfirmedPublisher:
         self._timeout = timeout
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._replacing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the confirm channel (waits for the connection)."""
-        self._channel = await self._broker.connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        self._channel = await self._open()
+
+    async def _open(self) -> AbstractChannel:
+        return await self._broker.connection.channel(publisher_confirms=True, on_return_raises=True)
+
+    def _replace_channel(self) -> None:
+        """Swap in a fresh confirm channel in the background (one swap at a time).
+
+        After a quorum queue's leader moved (its node died), RabbitMQ can keep nacking every
+        publish on a channel that was restored while the election was still running, while a
+        new channel on the same connection publishes fine: so a nack retires the channel.
+        """
+        if self._replacing is not None and not self._replacing.done():
+            return
+
+        async def replace() -> None:
+            old = self._channel
+            try:
+                self._channel = await self._open()
+            except Exception as exc:  # the next nack tries again
+                log.warning("publisher.reopen_failed", error=str(exc))
+                return
+            self._exchanges = {}
+            if old is not None and not old.is_closed:
+                with contextlib.suppress(Exception):
+                    await old.close()
+
+        self._replacing = asyncio.create_task(replace())
 
     async def _exchange(self, name: str) -> AbstractExchange:
         exchange = self._exchanges.get(name)
@@ -103,6 +133,7 @@ class ConfirmedPublisher:
                 "returned", f"exchange {exchange!r} does not exist; declare the topology"
             ) from exc
         except DeliveryError as exc:
+            self._replace_channel()
             raise PublishFailedError("nacked", "RabbitMQ refused the message (nack)") from exc
         except CONNECTION_EXCEPTIONS as exc:
             raise PublishFailedError(

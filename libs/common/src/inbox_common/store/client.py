@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -21,16 +22,26 @@ TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure,)
 def create_client(url: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
     """A client with tz-aware datetimes; it connects lazily, so start-up never blocks on it.
 
-    Retryable writes stay as the URL says (on by default). Every write of the services is
-    idempotent, so ``retryWrites=false`` is safe; the local SecantusDB runs with it, since
-    that server's retryable-write bookkeeping slows every write down as it fills.
+    Writes are acknowledged only once durable (``w=majority``, journaled) unless the URL
+    says otherwise: consumers ack a message after its write, so an acknowledged write that a
+    crash could still lose would lose a customer's message. Retryable writes stay as the
+    URL says (on by default); every write of the services is idempotent, so
+    ``retryWrites=false`` is safe, and the local SecantusDB runs with it, since that
+    server's retryable-write bookkeeping slows every write down as it fills.
     """
+    given = {k.lower() for k in parse_qs(urlsplit(url).query)}
+    durable: dict[str, Any] = {}
+    if "w" not in given:
+        durable["w"] = "majority"
+    if "journal" not in given:
+        durable["journal"] = True
     return AsyncMongoClient(
         url,
         appname=app_name,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
+        **durable,
     )
 
 
