@@ -10,6 +10,8 @@ Fixtures (the names other tests rely on):
 - ``mongo_db_name``: a unique database name for this test, dropped afterwards.
 - ``names``, ``broker``, ``publisher``: the namespace's topology names (tracked for cleanup),
   a connected :class:`Broker` with that topology declared, and a confirmed publisher on it.
+- ``amqp_channel``, ``work_queue``, ``dead_queue``: a channel of that broker and the webhook
+  queue and its dead-letter queue, for tests that get messages one at a time.
 
 How each backend is chosen is described in ``tests/infra.py``.
 """
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from uuid import uuid4
 
 import pytest
+from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from inbox_common.broker.connection import Broker, broker_connection
 from inbox_common.broker.publisher import ConfirmedPublisher
@@ -98,3 +101,21 @@ async def publisher(broker: Broker) -> ConfirmedPublisher:
     publisher = ConfirmedPublisher(broker, timeout=5)
     await publisher.start()
     return publisher
+
+
+@pytest.fixture
+async def amqp_channel(broker: Broker) -> AsyncIterator[AbstractChannel]:
+    channel = await broker.connection.channel()
+    yield channel
+    if not channel.is_closed:
+        await channel.close()
+
+
+@pytest.fixture
+async def work_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
+    return await amqp_channel.get_queue(names.webhooks_queue)
+
+
+@pytest.fixture
+async def dead_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
+    return await amqp_channel.get_queue(names.dead_letter_queue(names.webhooks_queue))

@@ -13,22 +13,18 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractQueue
-from prometheus_client import CollectorRegistry
 
-from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import WebhookProcessor
 from inbox_common.broker.connection import Broker
-from inbox_common.broker.consumer import Consumer, ConsumerMetrics, RetryPolicy
+from inbox_common.broker.consumer import Consumer
 from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import Names
 from inbox_common.store.client import Database, Document, create_client
 from inbox_common.store.migrations import apply_migrations
 from inbox_common.store.schema import WEBHOOK_EVENTS
-from tests.inbox_api.conftest import ACME_NUMBER, create_channel, stores_of
+from tests.inbox_api.conftest import ACME_NUMBER, consumer_for, create_channel, stores_of
 
 # A transient error must not stall a fuzz run for seconds; none is expected here anyway.
-FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
 
 
 async def ledger_entry(db: Database, sha256: str) -> Document:
@@ -86,31 +82,4 @@ def consumer(
     broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
 ) -> Consumer:
     """The webhook consumer as inbox-api wires it; tests hand it one message at a time."""
-    return Consumer(
-        broker,
-        names.webhooks_queue,
-        WebhookHandler(processor),
-        dead_letter_exchange=names.dead_letter_exchange,
-        dead_letters=publisher,
-        metrics=ConsumerMetrics(CollectorRegistry()),
-        prefetch=16,
-        retry=FAST_RETRY,
-    )
-
-
-@pytest.fixture
-async def amqp_channel(broker: Broker) -> AsyncIterator[AbstractChannel]:
-    channel = await broker.connection.channel()
-    yield channel
-    if not channel.is_closed:
-        await channel.close()
-
-
-@pytest.fixture
-async def work_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
-    return await amqp_channel.get_queue(names.webhooks_queue)
-
-
-@pytest.fixture
-async def dead_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
-    return await amqp_channel.get_queue(names.dead_letter_queue(names.webhooks_queue))
+    return consumer_for(broker, names, publisher, processor)

@@ -18,13 +18,17 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from inbox_api.app import create_app
+from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import Stores, WebhookProcessor
 from inbox_api.settings import InboxApiSettings
 from inbox_api.store.channels import Channels
 from inbox_api.store.inbox import Inbox
 from inbox_api.store.ledger import Ledger
+from inbox_common.broker.connection import Broker
+from inbox_common.broker.consumer import Consumer, ConsumerMetrics, RetryPolicy
 from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import WebhookDelivery
@@ -212,3 +216,22 @@ async def api(settings: InboxApiSettings, db: Database) -> AsyncIterator[ApiClie
     """inbox-api on a TestServer, over the migrated ``db`` and the namespace's broker."""
     async with TestClient(TestServer(create_app(settings))) as client:
         yield client
+
+
+FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
+
+
+def consumer_for(
+    broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
+) -> Consumer:
+    """The webhook consumer as inbox-api wires it, with fast in-process retries."""
+    return Consumer(
+        broker,
+        names.webhooks_queue,
+        WebhookHandler(processor),
+        dead_letter_exchange=names.dead_letter_exchange,
+        dead_letters=publisher,
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        prefetch=16,
+        retry=FAST_RETRY,
+    )

@@ -4,17 +4,15 @@ the service and the real store; each message is fetched with ``queue.get`` and p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractQueue
-from prometheus_client import CollectorRegistry
+from aio_pika.abc import AbstractQueue
 
 from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import WebhookProcessor
 from inbox_common.broker.connection import Broker
-from inbox_common.broker.consumer import REASON_HEADER, Consumer, ConsumerMetrics, RetryPolicy
+from inbox_common.broker.consumer import REASON_HEADER, Consumer
 from inbox_common.broker.publisher import ConfirmedPublisher, header_str
 from inbox_common.broker.topology import Names
 from inbox_common.contracts.delivery import batch_message
@@ -23,6 +21,7 @@ from inbox_common.store.schema import CONTACTS, MESSAGES, WEBHOOK_EVENTS
 from inbox_common.whatsapp import samples
 from tests.inbox_api.conftest import (
     ACME_NUMBER,
+    consumer_for,
     delivery_of,
     publish_delivery,
     snapshot,
@@ -32,23 +31,7 @@ from tests.infra import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
-FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
 WA = "491709999999"
-
-
-def consumer_for(
-    broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
-) -> Consumer:
-    return Consumer(
-        broker,
-        names.webhooks_queue,
-        WebhookHandler(processor),
-        dead_letter_exchange=names.dead_letter_exchange,
-        dead_letters=publisher,
-        metrics=ConsumerMetrics(CollectorRegistry()),
-        prefetch=16,
-        retry=FAST_RETRY,
-    )
 
 
 @pytest.fixture
@@ -56,24 +39,6 @@ def consumer(
     broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
 ) -> Consumer:
     return consumer_for(broker, names, publisher, processor)
-
-
-@pytest.fixture
-async def amqp_channel(broker: Broker) -> AsyncIterator[AbstractChannel]:
-    channel = await broker.connection.channel()
-    yield channel
-    if not channel.is_closed:
-        await channel.close()
-
-
-@pytest.fixture
-async def work_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
-    return await amqp_channel.get_queue(names.webhooks_queue)
-
-
-@pytest.fixture
-async def dead_queue(amqp_channel: AbstractChannel, names: Names) -> AbstractQueue:
-    return await amqp_channel.get_queue(names.dead_letter_queue(names.webhooks_queue))
 
 
 def text_body(text: str = "hello", *, wamid: str | None = None) -> bytes:
