@@ -10,17 +10,22 @@ export PATH := $(CURDIR)/.tools/bin:$(HOME)/.local/bin:$(PATH)
 # --locked: fail instead of rewriting uv.lock when it no longer matches the pyproject files.
 UV_RUN := uv run --locked
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): the fault suite runs on one of them, one test at a time
+# (--dist loadgroup), while the others share the rest of the suite.
+PYTEST_WORKERS ?= 2
+PYTEST := $(UV_RUN) pytest -n $(PYTEST_WORKERS) --dist loadgroup
 # CI=true (from the environment or `make test CI=true`) reaches the tools unchanged;
 # nothing behaves differently under it yet.
 
-.PHONY: help bootstrap run test lint fmt bench clean
+.PHONY: help bootstrap run test test-fast lint fmt bench clean
 
 help:
 	@echo "make run     start the local stack (SecantusDB unless MONGODB_URL is set, the services)"
-	@echo "make test    lint, type-check and run the tests (PYTEST_ARGS='-k foo' to narrow)"
+	@echo "make test    lint, type-check and run the whole suite (PYTEST_ARGS='-k foo' to narrow)"
+	@echo "make test-fast  the suite without the fault and hostile-input suites (a quick loop)"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make fmt     ruff format and ruff check --fix"
-	@echo "make bench   run the ingest benchmark (tests/bench/run.py)"
+	@echo "make bench   run the benchmarks (python -m inbox_testkit.bench.run)"
 	@echo "make clean   remove .venv, .run and the tool caches"
 
 bootstrap:
@@ -32,7 +37,10 @@ run: bootstrap
 	exec .venv/bin/inbox-ops dev
 
 test: bootstrap lint
-	$(UV_RUN) pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-fast: bootstrap
+	$(PYTEST) -m "not faults and not hostile" $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(UV_RUN) ruff check .
@@ -44,7 +52,7 @@ fmt: bootstrap
 	$(UV_RUN) ruff check --fix .
 
 bench: bootstrap
-	$(UV_RUN) --group bench python tests/bench/run.py
+	$(UV_RUN) --group bench python -m inbox_testkit.bench.run
 
 clean:
 	rm -rf .venv .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

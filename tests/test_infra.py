@@ -9,7 +9,9 @@ import pytest
 from aiohttp import web
 from pymongo import AsyncMongoClient
 
-from tests.infra import AmqpNamespace, free_port, wait_for_http
+from inbox_common.local.ports import free_port
+from inbox_common.local.processes import wait_http
+from inbox_testkit.backends import AmqpNamespace
 
 
 @pytest.mark.integration
@@ -70,7 +72,7 @@ async def test_store_round_trip(mongo_url: str, mongo_db_name: str) -> None:
         assert await collection.find_one({"_id": "a"}) == {"_id": "a", "value": 1}
 
 
-async def test_wait_for_http_returns_any_status() -> None:
+async def test_wait_http_can_accept_any_status() -> None:
     async def unavailable(request: web.Request) -> web.Response:
         return web.json_response({"status": "down"}, status=503)
 
@@ -81,12 +83,15 @@ async def test_wait_for_http_returns_any_status() -> None:
     port = free_port()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        assert await wait_for_http(f"http://127.0.0.1:{port}/api/health", timeout=5) == 503
+        url = f"http://127.0.0.1:{port}/api/health"
+        assert await wait_http(url, timeout=5, want=None) == 503
+        with pytest.raises(TimeoutError, match=r"did not answer 200 .*HTTP 503"):
+            await wait_http(url, timeout=0.3)
     finally:
         await runner.cleanup()
 
 
-async def test_wait_for_http_names_the_silent_url() -> None:
+async def test_wait_http_names_the_silent_url() -> None:
     url = f"http://127.0.0.1:{free_port()}/livez"
-    with pytest.raises(TimeoutError, match=r"no HTTP answer from .*/livez"):
-        await wait_for_http(url, timeout=0.3)
+    with pytest.raises(TimeoutError, match=r"/livez did not answer at all"):
+        await wait_http(url, timeout=0.3, want=None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -12,30 +12,29 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry
 
-from inbox_common.broker.connection import Broker, BrokerUnavailableError, broker_connection
+from inbox_common.broker.connection import Broker, BrokerUnavailableError
 from inbox_common.broker.consumer import (
     QUEUE_HEADER,
     REASON_HEADER,
     Consumer,
     ConsumerMetrics,
-    RetryPolicy,
-    delivery_attempt,
 )
-from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError, header_str
+from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
 from inbox_common.broker.topology import (
     DELIVERY_LIMIT,
     WEBHOOK_ROUTING_KEY,
     Names,
     declare,
-    topology,
+    everything,
 )
 from inbox_common.errors import PermanentError, TransientError
 from inbox_common.health import Status
-from tests.infra import AmqpNamespace, free_port, wait_until
+from inbox_common.local.ports import free_port
+from inbox_testkit.backends import AmqpNamespace
+from inbox_testkit.broker import FAST_RETRY, broker_connection, delivery_attempt, header_str
+from inbox_testkit.polling import wait_until
 
 pytestmark = pytest.mark.integration
-
-FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
 
 
 async def queue_state(channel: AbstractChannel, name: str) -> tuple[int, int]:
@@ -52,24 +51,6 @@ async def drain(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
         await message.ack()
         messages.append(message)
     return messages
-
-
-@pytest.fixture
-async def channel(broker: Broker) -> AsyncIterator[AbstractChannel]:
-    channel = await broker.connection.channel()
-    yield channel
-    if not channel.is_closed:
-        await channel.close()
-
-
-@pytest.fixture
-async def work_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
-    return await channel.get_queue(names.webhooks_queue)
-
-
-@pytest.fixture
-async def dead_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
-    return await channel.get_queue(names.dead_letter_queue(names.webhooks_queue))
 
 
 def make_consumer(
@@ -103,7 +84,7 @@ async def publish(publisher: ConfirmedPublisher, names: Names, body: bytes, **kw
 
 def test_every_name_carries_the_namespace() -> None:
     names = Names("ns1")
-    spec = topology(names)
+    spec = everything(names)
 
     all_names = [e.name for e in spec.exchanges] + [q.name for q in spec.queues]
     assert all(n.startswith("ns1.") for n in all_names)
@@ -113,7 +94,7 @@ def test_every_name_carries_the_namespace() -> None:
 
 def test_work_queues_are_quorum_with_dead_lettering() -> None:
     names = Names("ns1")
-    queues = {q.name: q for q in topology(names).queues}
+    queues = {q.name: q for q in everything(names).queues}
     args = queues[names.webhooks_queue].arguments
 
     assert args["x-queue-type"] == "quorum"
@@ -132,7 +113,7 @@ async def test_declaring_twice_changes_nothing(
     await publish(publisher, names, b"kept")
     for _ in range(2):
         channel = await broker.connection.channel()
-        await declare(channel, topology(names))
+        await declare(channel, everything(names))
         await channel.close()
 
     message = await work_queue.get(timeout=5)
@@ -257,7 +238,7 @@ async def test_a_connected_broker_is_healthy(broker: Broker) -> None:
 
 
 async def test_concurrent_publishes_are_all_confirmed(
-    publisher: ConfirmedPublisher, names: Names, channel: AbstractChannel
+    publisher: ConfirmedPublisher, names: Names, amqp_channel: AbstractChannel
 ) -> None:
     count = 500
 
@@ -265,7 +246,7 @@ async def test_concurrent_publishes_are_all_confirmed(
         *(publish(publisher, names, str(i).encode(), message_id=str(i)) for i in range(count))
     )
 
-    ready, _ = await queue_state(channel, names.webhooks_queue)
+    ready, _ = await queue_state(amqp_channel, names.webhooks_queue)
     assert ready == count
 
 
@@ -369,21 +350,59 @@ async def test_a_transient_error_that_clears_is_acked(
     assert await work_queue.get(fail=False, timeout=5) is None
 
 
-async def test_a_crashing_handler_requeues(
-    broker: Broker, names: Names, publisher: ConfirmedPublisher, work_queue: AbstractQueue
+async def test_a_crashing_handler_requeues_loudly_and_never_dead_letters(
+    broker: Broker,
+    names: Names,
+    publisher: ConfirmedPublisher,
+    work_queue: AbstractQueue,
+    dead_queue: AbstractQueue,
 ) -> None:
     async def handler(message: AbstractIncomingMessage) -> None:
-        raise ValueError("a bug")
+        raise TypeError("a bug")
 
-    consumer = make_consumer(broker, names, publisher, handler)
+    registry = CollectorRegistry()
+    consumer = make_consumer(broker, names, publisher, handler, registry=registry)
     await publish(publisher, names, b"bug")
 
     outcome = await consumer.process(await work_queue.get(timeout=5))
 
-    assert outcome == "crashed:ValueError"
+    # A bug is not bad input: back to the queue, counted, and the health says so.
+    assert outcome == "crashed"
+    labels = {"queue": names.webhooks_queue, "exception": "TypeError"}
+    assert registry.get_sample_value("consumer_crashes_total", labels) == 1
     again = await work_queue.get(timeout=5)
     await again.ack()
     assert again.redelivered
+    assert await dead_queue.get(fail=False, timeout=1) is None
+
+
+async def test_a_crashing_handler_turns_the_consumer_degraded(
+    broker: Broker, names: Names, publisher: ConfirmedPublisher, work_queue: AbstractQueue
+) -> None:
+    crashes = 0
+
+    async def handler(message: AbstractIncomingMessage) -> None:
+        nonlocal crashes
+        crashes += 1
+        raise KeyError("field")
+
+    consumer = make_consumer(broker, names, publisher, handler)
+    await consumer.start()
+    try:
+        assert (await consumer.probe()).status is Status.OK
+        await publish(publisher, names, b"bug")
+
+        async def crashed() -> bool:
+            return crashes > 0
+
+        await wait_until(crashed, "the handler to crash")
+        health = await consumer.probe()
+        assert health.status is Status.DEGRADED
+        assert "KeyError" in (health.detail or "")
+    finally:
+        await consumer.stop()
+    leftover = await work_queue.get(timeout=5)  # still there: a bug loses nothing
+    await leftover.ack()
 
 
 async def test_a_poison_message_is_requeued_when_the_dead_letter_publish_fails(
@@ -413,7 +432,7 @@ async def test_a_poison_message_is_requeued_when_the_dead_letter_publish_fails(
 
 
 async def test_a_running_consumer_holds_at_most_prefetch_messages(
-    broker: Broker, names: Names, publisher: ConfirmedPublisher, channel: AbstractChannel
+    broker: Broker, names: Names, publisher: ConfirmedPublisher, amqp_channel: AbstractChannel
 ) -> None:
     prefetch, total = 4, 12
     gate = asyncio.Event()
@@ -442,7 +461,7 @@ async def test_a_running_consumer_holds_at_most_prefetch_messages(
 
         await wait_until(full, f"{prefetch} messages in flight")
         # The broker holds back the rest: they are still ready in the queue.
-        ready, consumers = await queue_state(channel, names.webhooks_queue)
+        ready, consumers = await queue_state(amqp_channel, names.webhooks_queue)
         assert (ready, consumers) == (total - prefetch, 1)
         assert (await consumer.probe()).status is Status.OK
 
@@ -458,7 +477,7 @@ async def test_a_running_consumer_holds_at_most_prefetch_messages(
 
     assert most == prefetch
     assert sorted(done, key=int) == [str(i) for i in range(total)]
-    assert await queue_state(channel, names.webhooks_queue) == (0, 0)
+    assert await queue_state(amqp_channel, names.webhooks_queue) == (0, 0)
     assert (await consumer.probe()).status is Status.DOWN
 
 
@@ -466,7 +485,7 @@ async def test_stopping_a_consumer_loses_nothing(
     broker: Broker,
     names: Names,
     publisher: ConfirmedPublisher,
-    channel: AbstractChannel,
+    amqp_channel: AbstractChannel,
     work_queue: AbstractQueue,
 ) -> None:
     prefetch, total = 5, 20

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inbox_api.previews import preview
 from inbox_common.contracts.webhook import (
     InboundMessage,
     InvalidEnvelope,
@@ -15,7 +16,7 @@ from inbox_common.contracts.webhook import (
     iter_changes,
     parse_envelope,
 )
-from inbox_common.whatsapp import samples
+from inbox_sandbox import payloads
 
 PHONE_NUMBER_ID = "106540352242922"
 WA_ID = "16505551234"
@@ -29,9 +30,9 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 
 def _single_message(raw_message: dict[str, Any]) -> InboundMessage:
-    body = samples.webhook(
+    body = payloads.webhook(
         PHONE_NUMBER_ID,
-        contacts=[samples.contact(WA_ID, "Sheena Nelson")],
+        contacts=[payloads.contact(WA_ID, "Sheena Nelson")],
         messages=[raw_message],
     )
     envelope = parse_envelope(_encode(body))
@@ -41,11 +42,11 @@ def _single_message(raw_message: dict[str, Any]) -> InboundMessage:
 
 
 def _msg(type_: str, content: Any, *, reply_to: str | None = None) -> dict[str, Any]:
-    return samples.message(type_, WA_ID, WAMID, content, timestamp=TS, reply_to=reply_to)
+    return payloads.message(type_, WA_ID, WAMID, content, timestamp=TS, reply_to=reply_to)
 
 
 def _media(type_: str, **fields: Any) -> dict[str, Any]:
-    return samples.media_message(
+    return payloads.media_message(
         type_, WA_ID, WAMID, timestamp=TS, media_id="1003383421387256", **fields
     )
 
@@ -173,14 +174,14 @@ INBOUND_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str | None]]
     ),
     (
         "reaction",
-        samples.reaction_message(WA_ID, WAMID, TARGET, "\N{THUMBS UP SIGN}", timestamp=TS),
+        payloads.reaction_message(WA_ID, WAMID, TARGET, "\N{THUMBS UP SIGN}", timestamp=TS),
         {"message_id": TARGET, "emoji": "\N{THUMBS UP SIGN}"},
         "[reaction] \N{THUMBS UP SIGN}",
         None,
     ),
     (
         "reaction-removed",
-        samples.reaction_message(WA_ID, WAMID, TARGET, None, timestamp=TS),
+        payloads.reaction_message(WA_ID, WAMID, TARGET, None, timestamp=TS),
         {"message_id": TARGET},
         "[reaction removed]",
         None,
@@ -194,7 +195,7 @@ INBOUND_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str | None]]
     ),
     (
         "reply",
-        samples.text_message(WA_ID, WAMID, "about that", timestamp=TS, reply_to=TARGET),
+        payloads.text_message(WA_ID, WAMID, "about that", timestamp=TS, reply_to=TARGET),
         {"body": "about that"},
         "about that",
         TARGET,
@@ -240,13 +241,13 @@ INBOUND_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str | None]]
 
 
 @pytest.mark.parametrize(
-    ("raw_message", "content_subset", "preview", "reply_to"),
+    ("raw_message", "content_subset", "expected_preview", "reply_to"),
     [pytest.param(*case[1:], id=case[0]) for case in INBOUND_CASES],
 )
 def test_inbound_message_types(
     raw_message: dict[str, Any],
     content_subset: dict[str, Any],
-    preview: str,
+    expected_preview: str,
     reply_to: str | None,
 ) -> None:
     message = _single_message(raw_message)
@@ -256,7 +257,7 @@ def test_inbound_message_types(
     assert message.timestamp == datetime.fromtimestamp(TS, tz=UTC)
     assert message.type == raw_message["type"]
     assert content_subset.items() <= message.content.items()
-    assert message.preview == preview
+    assert preview(message) == expected_preview
     assert message.reply_to == reply_to
 
 
@@ -271,9 +272,9 @@ def test_content_is_the_raw_object_meta_sent() -> None:
 
 
 def test_reaction_removal_flag() -> None:
-    removed = _single_message(samples.reaction_message(WA_ID, WAMID, TARGET, None, timestamp=TS))
+    removed = _single_message(payloads.reaction_message(WA_ID, WAMID, TARGET, None, timestamp=TS))
     empty = _single_message(_msg("reaction", {"message_id": TARGET, "emoji": ""}))
-    kept = _single_message(samples.reaction_message(WA_ID, WAMID, TARGET, "❤️", timestamp=TS))
+    kept = _single_message(payloads.reaction_message(WA_ID, WAMID, TARGET, "❤️", timestamp=TS))
     text = _single_message(_msg("text", {"body": ""}))
 
     assert removed.is_reaction_removal
@@ -286,13 +287,13 @@ def test_preview_is_one_line_and_truncated() -> None:
     long_body = "line one\n\nline two " + "x" * 500
     message = _single_message(_msg("text", {"body": long_body}))
 
-    assert len(message.preview) == 200
-    assert message.preview.startswith("line one line two x")
-    assert message.preview.endswith("…")
+    assert len(preview(message)) == 200
+    assert preview(message).startswith("line one line two x")
+    assert preview(message).endswith("…")
 
 
 def test_context_fields_are_parsed() -> None:
-    raw = samples.text_message(WA_ID, WAMID, "is it in stock?", timestamp=TS)
+    raw = payloads.text_message(WA_ID, WAMID, "is it in stock?", timestamp=TS)
     raw["context"] = {
         "from": "15550000000",
         "id": TARGET,
@@ -307,7 +308,7 @@ def test_context_fields_are_parsed() -> None:
 
 
 def test_unknown_fields_are_kept_everywhere() -> None:
-    body = samples.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hi", wamid=WAMID, timestamp=TS)
+    body = payloads.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hi", wamid=WAMID, timestamp=TS)
     entry = body["entry"][0]
     entry["time"] = 1750090702
     value = entry["changes"][0]["value"]
@@ -334,10 +335,10 @@ def test_unknown_fields_are_kept_everywhere() -> None:
 
 
 def test_dumped_envelope_reparses_to_the_same_model() -> None:
-    body = samples.webhook(
+    body = payloads.webhook(
         PHONE_NUMBER_ID,
         messages=[_media("audio", voice=True)],
-        statuses=[samples.status(TARGET, "read", WA_ID, timestamp=TS)],
+        statuses=[payloads.status(TARGET, "read", WA_ID, timestamp=TS)],
     )
     envelope = parse_envelope(_encode(body))
 
@@ -347,7 +348,7 @@ def test_dumped_envelope_reparses_to_the_same_model() -> None:
 
 
 def test_contact_identity_fields() -> None:
-    body = samples.webhook(PHONE_NUMBER_ID, contacts=[samples.contact(WA_ID, "Sheena")])
+    body = payloads.webhook(PHONE_NUMBER_ID, contacts=[payloads.contact(WA_ID, "Sheena")])
     body["entry"][0]["changes"][0]["value"]["contacts"].append(
         {"profile": {"name": "Pablo M.", "username": "@pablo"}, "wa_id": "", "user_id": "US.x"}
     )
@@ -362,11 +363,11 @@ def test_contact_identity_fields() -> None:
 
 
 def test_statuses_including_failed_with_error_details() -> None:
-    body = samples.webhook(
+    body = payloads.webhook(
         PHONE_NUMBER_ID,
         statuses=[
-            samples.status(TARGET, "sent", WA_ID, timestamp=TS),
-            samples.status(WAMID, "failed", WA_ID, timestamp=TS + 1),
+            payloads.status(TARGET, "sent", WA_ID, timestamp=TS),
+            payloads.status(WAMID, "failed", WA_ID, timestamp=TS + 1),
         ],
     )
 
@@ -389,9 +390,9 @@ def test_statuses_including_failed_with_error_details() -> None:
 
 
 def test_value_level_errors() -> None:
-    body = samples.webhook(PHONE_NUMBER_ID)
+    body = payloads.webhook(PHONE_NUMBER_ID)
     body["entry"][0]["changes"][0]["value"]["errors"] = [
-        samples.meta_error(130429, "Rate limit hit", "Too many messages")
+        payloads.meta_error(130429, "Rate limit hit", "Too many messages")
     ]
 
     [event] = iter_changes(parse_envelope(_encode(body)))
@@ -428,15 +429,15 @@ def test_non_messages_field_parses_with_its_own_keys() -> None:
 
 def test_batched_entries_and_changes_are_flattened_in_order() -> None:
     def change(number_id: str, tag: str) -> dict[str, Any]:
-        one_change = samples.webhook(
+        one_change = payloads.webhook(
             number_id,
             display_phone_number=f"1555{number_id}",
-            contacts=[samples.contact(WA_ID, "Sheena")],
+            contacts=[payloads.contact(WA_ID, "Sheena")],
             messages=[
-                samples.text_message(WA_ID, f"wamid.{tag}.m{i}", f"{tag}-{i}", timestamp=TS + i)
+                payloads.text_message(WA_ID, f"wamid.{tag}.m{i}", f"{tag}-{i}", timestamp=TS + i)
                 for i in range(3)
             ],
-            statuses=[samples.status(f"wamid.{tag}.s{i}", "delivered", WA_ID) for i in range(2)],
+            statuses=[payloads.status(f"wamid.{tag}.s{i}", "delivered", WA_ID) for i in range(2)],
         )
         changed: dict[str, Any] = one_change["entry"][0]["changes"][0]
         return changed
@@ -458,7 +459,7 @@ def test_batched_entries_and_changes_are_flattened_in_order() -> None:
         ("WABA_2", "444"),
     ]
     assert [e.display_phone_number for e in events] == ["1555111", "1555222", "1555333", "1555444"]
-    assert [m.preview for e in events for m in e.messages] == [
+    assert [preview(m) for e in events for m in e.messages] == [
         f"{tag}-{i}" for tag in "abcd" for i in range(3)
     ]
     assert [s.id for e in events for s in e.statuses] == [
@@ -468,16 +469,16 @@ def test_batched_entries_and_changes_are_flattened_in_order() -> None:
 
 
 def test_samples_are_meta_shaped() -> None:
-    wamid = samples.new_wamid()
-    body = samples.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hello", wamid=wamid)
+    wamid = payloads.new_wamid()
+    body = payloads.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hello", wamid=wamid)
 
     value = body["entry"][0]["changes"][0]["value"]
 
     assert wamid.startswith("wamid.HBgL")
-    assert samples.new_wamid() != wamid
+    assert payloads.new_wamid() != wamid
     assert set(value) == {"messaging_product", "metadata", "contacts", "messages"}
     assert value["messages"][0]["timestamp"].isdigit()
-    assert samples.media_message("image", WA_ID, WAMID) == samples.media_message(
+    assert payloads.media_message("image", WA_ID, WAMID) == payloads.media_message(
         "image", WA_ID, WAMID
     )
 
@@ -506,7 +507,7 @@ def test_parse_envelope_rejects(raw: bytes, reason: str, fragment: str) -> None:
 
 
 def test_schema_error_names_the_location_not_the_value() -> None:
-    body = samples.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "secret words", timestamp=TS)
+    body = payloads.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "secret words", timestamp=TS)
     body["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = "secret words"
 
     with pytest.raises(InvalidEnvelope) as caught:
@@ -520,7 +521,7 @@ def test_schema_error_names_the_location_not_the_value() -> None:
 
 @pytest.mark.parametrize("timestamp", ["1" * 13, "-5", "12.5", "", True, 2**62])
 def test_bad_timestamps_are_schema_errors(timestamp: object) -> None:
-    body = samples.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hi")
+    body = payloads.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hi")
     body["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = timestamp
 
     with pytest.raises(InvalidEnvelope) as caught:
@@ -530,7 +531,7 @@ def test_bad_timestamps_are_schema_errors(timestamp: object) -> None:
 
 
 def test_integer_timestamp_is_accepted() -> None:
-    body = samples.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hi")
+    body = payloads.text_webhook(PHONE_NUMBER_ID, WA_ID, "Sheena", "hi")
     body["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = TS
 
     [event] = iter_changes(parse_envelope(_encode(body)))
@@ -609,11 +610,11 @@ _PLANT_PATHS: list[tuple[str | int, ...]] = [
 
 
 def _planted(path: tuple[str | int, ...], value: Any) -> Any:
-    body: Any = samples.webhook(
+    body: Any = payloads.webhook(
         PHONE_NUMBER_ID,
-        contacts=[samples.contact(WA_ID, "Sheena")],
-        messages=[samples.text_message(WA_ID, WAMID, "hi", timestamp=TS)],
-        statuses=[samples.status(TARGET, "failed", WA_ID, timestamp=TS)],
+        contacts=[payloads.contact(WA_ID, "Sheena")],
+        messages=[payloads.text_message(WA_ID, WAMID, "hi", timestamp=TS)],
+        statuses=[payloads.status(TARGET, "failed", WA_ID, timestamp=TS)],
     )
     if not path:
         return value

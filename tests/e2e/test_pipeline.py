@@ -13,13 +13,14 @@ import aiohttp
 import orjson
 import pytest
 
+from inbox_common.local.ports import free_port
+from inbox_common.local.processes import ServiceProcess, wait_http
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
 from inbox_common.tokens import Role, create_token
-from inbox_common.whatsapp import samples
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, sign
-from inbox_ops.processes import ServiceProcess, wait_healthy
-from tests import infra
+from inbox_sandbox import payloads
+from inbox_testkit import backends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -42,7 +43,7 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    amqp_url: str, mongo_url: str, mongo_db_name: str, amqp_namespace: infra.AmqpNamespace
+    amqp_url: str, mongo_url: str, mongo_db_name: str, amqp_namespace: backends.AmqpNamespace
 ) -> AsyncIterator[Stack]:
     amqp_namespace.track_topology()
     client = create_client(mongo_url, app_name="e2e")
@@ -51,7 +52,7 @@ async def stack(
     token = await create_token(db, role=Role.ADMIN, tenant="acme")
     superadmin = await create_token(db, role=Role.SUPERADMIN, tenant="ops")
     await client.close()
-    ingest_port, api_port = infra.free_port(), infra.free_port()
+    ingest_port, api_port = free_port(), free_port()
     env = {
         **os.environ,
         "RABBITMQ_URL": amqp_url,
@@ -78,7 +79,7 @@ async def stack(
     try:
         for child, port in zip(children, (ingest_port, api_port), strict=True):
             await child.start()
-            await wait_healthy(f"http://127.0.0.1:{port}/api/health", timeout=30, process=child)
+            await wait_http(f"http://127.0.0.1:{port}/api/health", timeout=30, process=child)
         yield Stack(
             f"http://127.0.0.1:{ingest_port}",
             f"http://127.0.0.1:{api_port}",
@@ -126,13 +127,13 @@ async def test_signed_webhooks_become_conversations(stack: Stack) -> None:
             assert created.status == 201
             assert "EAAG-secret-token" not in await created.text()
 
-        first = samples.new_wamid()
+        first = payloads.new_wamid()
         statuses = [200]
         statuses.append(
             await _post(
                 session,
                 stack,
-                samples.text_webhook(PHONE_NUMBER_ID, "4917", "Ann", "hi", wamid=first),
+                payloads.text_webhook(PHONE_NUMBER_ID, "4917", "Ann", "hi", wamid=first),
             )
         )
         # The same body again (Meta retries) and a reply, a reaction and a status.
@@ -140,21 +141,21 @@ async def test_signed_webhooks_become_conversations(stack: Stack) -> None:
             await _post(
                 session,
                 stack,
-                samples.text_webhook(PHONE_NUMBER_ID, "4917", "Ann", "hi", wamid=first),
+                payloads.text_webhook(PHONE_NUMBER_ID, "4917", "Ann", "hi", wamid=first),
             )
         )
-        reply = samples.webhook(
+        reply = payloads.webhook(
             PHONE_NUMBER_ID,
-            contacts=[samples.contact("4917", "Ann")],
+            contacts=[payloads.contact("4917", "Ann")],
             messages=[
-                samples.text_message("4917", samples.new_wamid(), "second", reply_to=first),
-                samples.reaction_message("4917", samples.new_wamid(), first, "👍"),
+                payloads.text_message("4917", payloads.new_wamid(), "second", reply_to=first),
+                payloads.reaction_message("4917", payloads.new_wamid(), first, "👍"),
             ],
         )
         statuses.append(await _post(session, stack, reply))
         statuses.append(
             await _post(
-                session, stack, samples.text_webhook(PHONE_NUMBER_ID, "4918", "Bob", "hello")
+                session, stack, payloads.text_webhook(PHONE_NUMBER_ID, "4918", "Bob", "hello")
             )
         )
         assert statuses == [200] * 5
@@ -185,7 +186,7 @@ async def test_signed_webhooks_become_conversations(stack: Stack) -> None:
 
 async def test_unknown_number_is_kept_as_failed_not_dropped(stack: Stack) -> None:
     async with aiohttp.ClientSession() as session:
-        lost = samples.text_webhook("999999", "4917", "Ann", "lost?")
+        lost = payloads.text_webhook("999999", "4917", "Ann", "lost?")
         assert await _post(session, stack, lost) == 200  # authentic: accepted and kept
         everyone = {"Authorization": f"Bearer {stack.superadmin}"}
         logs = await _poll(

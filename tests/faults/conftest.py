@@ -1,8 +1,8 @@
-"""Fixtures of the fault suite, and the summary of every fault's total-queue counts.
+"""Fixtures of the fault suite.
 
-Each test records its :class:`~tests.faults.checker.Verdict` with ``fault_report``; the
-counts are printed at the end of the run (``pytest_terminal_summary``), so they show in CI
-output whether the tests passed or not, and attached to the test's JUnit properties.
+Each test records its :class:`~inbox_testkit.faults.checker.Verdict` with ``fault_report``:
+a JUnit property, which the shared plugin also prints at the end of the run (also from
+pytest-xdist workers), so the counts show in CI output whether the tests passed or not.
 """
 
 from __future__ import annotations
@@ -12,38 +12,19 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from inbox_common.broker.topology import Names
-from tests import infra
-from tests.faults.checker import Verdict
-from tests.faults.cluster import RabbitNode, RabbitUnavailableError, preflight, rabbit_node
-from tests.faults.stack import StackConfig, prepare_store
-
-VERDICTS = pytest.StashKey[list[str]]()
-
-Report = Callable[[Verdict], None]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[VERDICTS] = []
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = terminalreporter.config.stash.get(VERDICTS, [])
-    if not lines:
-        return
-    terminalreporter.section("fault suite: total-queue checks")
-    for line in lines:
-        terminalreporter.write_line(line)
+from inbox_testkit import backends
+from inbox_testkit.faults.checker import Report, Verdict
+from inbox_testkit.faults.cluster import RabbitNode, can_run_rabbitmq, rabbit_node
+from inbox_testkit.faults.stack import StackConfig, prepare_store
+from inbox_testkit.plugin import FAULT_PROPERTY
 
 
 @pytest.fixture
-def fault_report(
-    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
-) -> Report:
+def fault_report(record_property: Callable[[str, object], None]) -> Report:
     """Record a verdict: printed in the run's summary and kept as a JUnit property."""
 
     def report(verdict: Verdict) -> None:
-        request.config.stash[VERDICTS].append(verdict.line())
-        record_property(f"fault:{verdict.fault}", verdict.line())
+        record_property(f"{FAULT_PROPERTY}{verdict.fault}", verdict.line())
 
     return report
 
@@ -53,7 +34,7 @@ async def stack_config(
     amqp_url: str,
     mongo_url: str,
     mongo_db_name: str,
-    amqp_namespace: infra.AmqpNamespace,
+    amqp_namespace: backends.AmqpNamespace,
 ) -> StackConfig:
     """The test's namespace (on the machine's broker, cleaned up) and migrated database."""
     amqp_namespace.track_topology()
@@ -77,11 +58,3 @@ async def own_node() -> AsyncIterator[RabbitNode]:
     can_run_rabbitmq()
     async with rabbit_node() as node:
         yield node
-
-
-def can_run_rabbitmq() -> None:
-    """Skip the test unless this machine can start extra RabbitMQ nodes."""
-    try:
-        preflight()
-    except RabbitUnavailableError as exc:
-        pytest.skip(f"cannot start an extra RabbitMQ node here: {exc}")

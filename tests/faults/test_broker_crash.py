@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from inbox_common.broker.topology import Names
-from inbox_common.store.client import create_client
-from tests.faults.checker import Sender, check, queue_depth, text_items, wait_quiet
-from tests.faults.cluster import RabbitNode
-from tests.faults.conftest import Report
-from tests.faults.stack import Service, StackConfig, prepare_store, running_stack
+from inbox_testkit.faults.checker import Report, Sender, text_items
+from inbox_testkit.faults.cluster import RabbitNode
+from inbox_testkit.faults.scenario import fault_run
+from inbox_testkit.faults.stack import Service, StackConfig, prepare_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -82,9 +80,10 @@ async def _watch_down(ingest: Service, api: Service, seen: Observed) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _crash(node: RabbitNode, ingest: Service, api: Service, sender: Sender) -> Observed:
+async def _crash(
+    node: RabbitNode, ingest: Service, api: Service, sender: Sender, seen: Observed
+) -> None:
     loop = asyncio.get_running_loop()
-    seen = Observed()
     await sender.wait_started(MESSAGES // 4)
     await node.kill()
     seen.killed_at = loop.time()
@@ -98,7 +97,6 @@ async def _crash(node: RabbitNode, ingest: Service, api: Service, sender: Sender
             seen.recovered_after = round(loop.time() - seen.restart_at, 2)
             break
         await asyncio.sleep(0.2)
-    return seen
 
 
 @pytest.fixture
@@ -127,48 +125,36 @@ async def test_broker_crash_answers_503_and_loses_nothing(
     started_node: RabbitNode, config: StackConfig, fault_report: Report
 ) -> None:
     node = started_node
-    names = Names(config.namespace)
-    items = text_items(MESSAGES, label="broker-crash")
-    client = create_client(config.mongodb_url, app_name="faults-check")
-    db = client[config.mongo_db]
-    try:
-        async with running_stack(config) as stack:
-            ingest = stack.ingest()
-            replicas = [stack.api(name="inbox-api-a"), stack.api(name="inbox-api-b")]
-            await stack.start()
-            for replica in replicas:
-                await replica.wait_consuming()
-            sender = Sender(ingest.base, rate=RATE, retry_deadline=120)
-            sending = asyncio.create_task(sender.run(items))
-            try:
-                seen = await _crash(node, ingest, replicas[0], sender)
-            finally:
-                await sending
-            for replica in replicas:
-                await replica.wait_consuming()
-            async with queue_depth(node.url, names.webhooks_queue) as depth:
-                await wait_quiet(db, items, sender, depth, timeout=60)
-            verdict = await check(db, "broker-crash", items, sender)
-            false_200 = sender.answered_200_between(seen.killed_at, seen.restart_at)
-            refused = [
-                a
-                for a in sender.attempts
-                if seen.killed_at < a.started and a.ended < seen.restart_at and a.status == 503
-            ]
-            verdict.notes["503_while_down"] = len(refused)
-            verdict.notes["200_while_down"] = len(false_200)
-            verdict.notes["health_down_after_s"] = seen.ingest_down_after
-            verdict.notes["logging_errors"] = stack.logging_errors()
-            fault_report(verdict)
-            context = f"{seen.describe()}\n{sender.summary()}\n{stack.tails()}\n{node.tails(10)}"
-            assert verdict.clean, f"{verdict.explain()}\n{context}"
-            assert not false_200, f"200 while the broker was down: {false_200[:5]}\n{context}"
-            assert refused, f"no request was answered while the broker was down\n{context}"
-            assert seen.ingest_down_after is not None, context
-            assert seen.ingest_down_after <= REPORTS_WITHIN, context
-            assert seen.api_broker_down_after is not None, context
-            assert seen.api_broker_down_after <= REPORTS_WITHIN, context
-            assert seen.livez_failures == [], context
-            assert seen.recovered_after is not None, context
-    finally:
-        await client.close()
+    async with fault_run(config, "broker-crash") as run:
+        await run.start(replicas=2)
+        seen = Observed()
+
+        async def crash(sender: Sender) -> None:
+            assert run.ingest is not None
+            await _crash(node, run.ingest, run.replicas[0], sender, seen)
+
+        sender = await run.send(
+            text_items(MESSAGES, label="broker-crash"), rate=RATE, retry_deadline=120, during=crash
+        )
+        await run.wait_consuming()
+        verdict = await run.check()
+        false_200 = sender.answered_200_between(seen.killed_at, seen.restart_at)
+        refused = [
+            a
+            for a in sender.attempts
+            if seen.killed_at < a.started and a.ended < seen.restart_at and a.status == 503
+        ]
+        verdict.notes["503_while_down"] = len(refused)
+        verdict.notes["200_while_down"] = len(false_200)
+        verdict.notes["health_down_after_s"] = seen.ingest_down_after
+        fault_report(verdict)
+        context = f"{seen.describe()}\n{run.context()}\n{node.tails(10)}"
+        run.assert_clean(verdict, f"{seen.describe()}\n{node.tails(10)}")
+        assert not false_200, f"200 while the broker was down: {false_200[:5]}\n{context}"
+        assert refused, f"no request was answered while the broker was down\n{context}"
+        assert seen.ingest_down_after is not None, context
+        assert seen.ingest_down_after <= REPORTS_WITHIN, context
+        assert seen.api_broker_down_after is not None, context
+        assert seen.api_broker_down_after <= REPORTS_WITHIN, context
+        assert seen.livez_failures == [], context
+        assert seen.recovered_after is not None, context

@@ -14,9 +14,9 @@ import pytest
 from bson import ObjectId
 
 from inbox_common.store.client import Database, create_client
-from inbox_common.whatsapp import samples
-from tests.faults.checker import Sender, check, item_of, text_items
-from tests.faults.stack import PHONE_NUMBER_ID
+from inbox_sandbox import payloads
+from inbox_testkit.faults.checker import Sender, check, item_of, text_items
+from inbox_testkit.faults.stack import PHONE_NUMBER_ID
 
 pytestmark = [pytest.mark.faults]
 
@@ -30,14 +30,14 @@ async def db(mongo_url: str, mongo_db_name: str) -> AsyncIterator[Database]:
 
 async def test_the_checker_counts_what_went_wrong(db: Database) -> None:
     kept, lost, twice, unacked = text_items(4, contacts=1)
-    outbound = samples.new_wamid()
+    outbound = payloads.new_wamid()
     status_body = item_of(
         "statuses",
-        samples.webhook(
+        payloads.webhook(
             PHONE_NUMBER_ID,
             statuses=[
-                samples.status(outbound, "sent", "4917"),
-                samples.status(outbound, "delivered", "4917"),
+                payloads.status(outbound, "sent", "4917"),
+                payloads.status(outbound, "delivered", "4917"),
             ],
         ),
     )
@@ -47,7 +47,7 @@ async def test_the_checker_counts_what_went_wrong(db: Database) -> None:
     sender.never_ok = {unacked.key}
 
     conversation = ObjectId()
-    stray = samples.new_wamid()
+    stray = payloads.new_wamid()
     inbound = {"direction": "inbound", "conversation_id": conversation}
     await db["messages"].insert_many(
         [
@@ -69,7 +69,7 @@ async def test_the_checker_counts_what_went_wrong(db: Database) -> None:
             "wa_id": "4917",
             # kept is missing here: lost (1); twice is here twice: duplicated (1); a ghost
             # that is no message at all: unexpected (1)
-            "unread_wamids": [twice.key, twice.key, stray, samples.new_wamid()],
+            "unread_wamids": [twice.key, twice.key, stray, payloads.new_wamid()],
         }
     )
     await db["webhook_events"].insert_many(

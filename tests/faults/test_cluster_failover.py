@@ -28,12 +28,12 @@ import pytest
 
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import delivery_headers
-from inbox_common.store.client import Database, create_client
-from tests.faults.checker import Item, Sender, check, queue_depth, text_items, wait_quiet
-from tests.faults.cluster import RabbitCluster, RabbitNode, rabbit_cluster
-from tests.faults.conftest import Report, can_run_rabbitmq
-from tests.faults.proxy import TcpProxy
-from tests.faults.stack import StackConfig, prepare_store, running_stack
+from inbox_common.store.client import Database
+from inbox_testkit.faults.checker import Item, Report, Sender, text_items
+from inbox_testkit.faults.cluster import RabbitCluster, RabbitNode, can_run_rabbitmq, rabbit_cluster
+from inbox_testkit.faults.proxy import TcpProxy
+from inbox_testkit.faults.scenario import fault_run
+from inbox_testkit.faults.stack import StackConfig, prepare_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -57,13 +57,6 @@ async def balancer(cluster: RabbitCluster) -> AsyncIterator[TcpProxy]:
         yield proxy
     finally:
         await proxy.close()
-
-
-async def _kill_leader(cluster: RabbitCluster, queue: str, sender: Sender) -> RabbitNode:
-    await sender.wait_started(MESSAGES // 4)
-    leader = await cluster.quorum_leader(queue)
-    await leader.kill()
-    return leader
 
 
 async def _publish_directly(url: str, names: Names, items: list[Item]) -> None:
@@ -110,54 +103,48 @@ async def test_leader_node_killed_loses_nothing(
         namespace=namespace, mongo_db=mongo_db_name, mongodb_url=mongo_url, rabbitmq_url=url
     )
     names = Names(namespace)
-    items = text_items(MESSAGES, label="failover")
-    client = create_client(mongo_url, app_name="faults-check")
-    db = client[mongo_db_name]
-    try:
-        async with running_stack(config) as stack:
-            ingest = stack.ingest()
-            replicas = [stack.api(name="inbox-api-a"), stack.api(name="inbox-api-b")]
-            await stack.start()
-            for replica in replicas:
-                await replica.wait_consuming()
-            before = await cluster.quorum_queue(names.webhooks_queue)
-            assert len(before["online"]) == 3, f"the quorum queue is not on 3 nodes: {before}"
-            # Meta retries for days; a failover must be over well within this.
-            sender = Sender(ingest.base, rate=RATE, retry_deadline=RECOVERY_WITHIN)
-            sending = asyncio.create_task(sender.run(items))
-            try:
-                killed = await _kill_leader(cluster, names.webhooks_queue, sender)
-            finally:
-                await sending
-            for replica in replicas:
-                await replica.wait_consuming(timeout=30)
-            async with queue_depth(url, names.webhooks_queue) as depth:
-                await wait_quiet(db, items, sender, depth, timeout=60)
-            verdict = await check(db, "cluster-leader-kill", items, sender)
-            after = await cluster.quorum_queue(names.webhooks_queue)
-            nacked = ingest.events["webhook.publish_failed:nacked"]
-            verdict.notes["leader"] = f"{before['leader']}->{after['leader']}"
-            verdict.notes["never_ok"] = len(sender.never_ok)
-            verdict.notes["ingest_nacks"] = nacked
-            verdict.notes["logging_errors"] = stack.logging_errors()
-            fault_report(verdict)
-            context = (
-                f"queue before {before}, after {after}; killed {killed.name}\n"
-                f"{sender.summary()}\ningest events {dict(ingest.events)}\n{stack.tails()}"
-            )
-            # Safety: whatever got a 200 is stored, once.
-            assert (verdict.lost, verdict.duplicated, verdict.unexpected) == (0, 0, 0), (
-                f"{verdict.explain()}\n{context}"
-            )
-            assert verdict.unfinished == 0, f"{verdict.explain()}\n{context}"
-            assert after["leader"] != killed.name, context
-            assert killed.name not in after["online"], context
-            # The consumers came back: bodies published on a fresh channel get stored.
-            fresh = text_items(20, label="after-failover")
-            await _publish_directly(url, names, fresh)
-            stored = await _wait_stored(db, fresh)
-            assert stored == len(fresh), f"consumers stored {stored} of 20 after the failover"
-            # Availability: every webhook got its 200 once the cluster failed over.
-            assert verdict.clean, f"{verdict.explain()}\n{context}"
-    finally:
-        await client.close()
+    async with fault_run(config, "cluster-leader-kill") as run:
+        await run.start(replicas=2)
+        before = await cluster.quorum_queue(names.webhooks_queue)
+        assert len(before["online"]) == 3, f"the quorum queue is not on 3 nodes: {before}"
+        killed: list[RabbitNode] = []
+
+        async def kill_leader(sender: Sender) -> None:
+            await sender.wait_started(MESSAGES // 4)
+            leader = await cluster.quorum_leader(names.webhooks_queue)
+            await leader.kill()
+            killed.append(leader)
+
+        # Meta retries for days; a failover must be over well within this.
+        sender = await run.send(
+            text_items(MESSAGES, label="failover"),
+            rate=RATE,
+            retry_deadline=RECOVERY_WITHIN,
+            during=kill_leader,
+        )
+        await run.wait_consuming(timeout=30)
+        verdict = await run.check()
+        after = await cluster.quorum_queue(names.webhooks_queue)
+        assert run.ingest is not None
+        verdict.notes["leader"] = f"{before['leader']}->{after['leader']}"
+        verdict.notes["never_ok"] = len(sender.never_ok)
+        verdict.notes["ingest_nacks"] = run.ingest.events["webhook.publish_failed:nacked"]
+        fault_report(verdict)
+        context = (
+            f"queue before {before}, after {after}; killed {killed[0].name}\n"
+            f"ingest events {dict(run.ingest.events)}\n{run.context()}"
+        )
+        # Safety: whatever got a 200 is stored, once.
+        assert (verdict.lost, verdict.duplicated, verdict.unexpected) == (0, 0, 0), (
+            f"{verdict.explain()}\n{context}"
+        )
+        assert verdict.unfinished == 0, f"{verdict.explain()}\n{context}"
+        assert after["leader"] != killed[0].name, context
+        assert killed[0].name not in after["online"], context
+        # The consumers came back: bodies published on a fresh channel get stored.
+        fresh = text_items(20, label="after-failover")
+        await _publish_directly(url, names, fresh)
+        stored = await _wait_stored(run.db, fresh)
+        assert stored == len(fresh), f"consumers stored {stored} of 20 after the failover"
+        # Availability: every webhook got its 200 once the cluster failed over.
+        assert verdict.clean, f"{verdict.explain()}\n{context}"

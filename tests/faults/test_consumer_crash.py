@@ -19,11 +19,9 @@ import signal
 
 import pytest
 
-from inbox_common.broker.topology import Names
-from inbox_common.store.client import create_client
-from tests.faults.checker import Sender, check, queue_depth, text_items, wait_quiet
-from tests.faults.conftest import Report
-from tests.faults.stack import Service, StackConfig, running_stack
+from inbox_testkit.faults.checker import Report, Sender, text_items
+from inbox_testkit.faults.scenario import fault_run
+from inbox_testkit.faults.stack import StackConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(180)]
 
@@ -32,58 +30,37 @@ RATE = 100.0  # first attempts per second: the stream lasts about 8 s
 KILLS = 5
 
 
-async def _kill_and_restart(replicas: list[Service], sender: Sender, seed: int) -> list[str]:
-    """Kill a replica -9 at random moments while the stream flows; restart it each time."""
-    rng = random.Random(seed)
-    done: list[str] = []
-    await sender.wait_started(MESSAGES // 8)
-    for n in range(KILLS):
-        await asyncio.sleep(rng.uniform(0.4, 1.0))
-        victim = replicas[n % len(replicas)]
-        await victim.kill(signal.SIGKILL)
-        done.append(f"kill -9 {victim.name}")
-        await victim.start(healthy=False)
-    # And a freeze: the frozen replica's unacked messages wait, then it carries on.
-    victim = replicas[0]
-    victim.kill_now(signal.SIGSTOP)
-    await asyncio.sleep(2.0)
-    victim.kill_now(signal.SIGCONT)
-    done.append(f"SIGSTOP/SIGCONT {victim.name}")
-    for replica in replicas:
-        await replica.wait_consuming()
-    return done
-
-
 async def test_killed_consumers_neither_lose_nor_duplicate(
-    stack_config: StackConfig, names: Names, fault_report: Report
+    stack_config: StackConfig, fault_report: Report
 ) -> None:
-    items = text_items(MESSAGES, label="crash")
-    client = create_client(stack_config.mongodb_url, app_name="faults-check")
-    db = client[stack_config.mongo_db]
-    try:
-        async with running_stack(stack_config) as stack:
-            ingest = stack.ingest()
-            replicas = [stack.api(name="inbox-api-a"), stack.api(name="inbox-api-b")]
-            await stack.start()
-            for replica in replicas:
-                await replica.wait_consuming()
-            sender = Sender(ingest.base, rate=RATE)
-            sending = asyncio.create_task(sender.run(items))
-            try:
-                faults = await _kill_and_restart(replicas, sender, seed=2)
-            finally:
-                await sending
-            async with queue_depth(stack_config.rabbitmq_url, names.webhooks_queue) as depth:
-                await wait_quiet(db, items, sender, depth, timeout=60)
-            verdict = await check(db, "consumer-kill", items, sender)
-            redelivered = await db["webhook_events"].count_documents({"attempts": {"$gt": 1}})
-            verdict.notes["received_twice"] = redelivered
-            fault_report(verdict)
-            context = f"{'; '.join(faults)}\n{sender.summary()}\n{stack.tails()}"
-            assert verdict.clean, f"{verdict.explain()}\n{context}"
-            assert redelivered > 0, (
-                "no body was received twice: the kills never hit a message between its "
-                f"store write and its ack, so the fault was not exercised\n{context}"
-            )
-    finally:
-        await client.close()
+    async with fault_run(stack_config, "consumer-kill") as run:
+        await run.start(replicas=2)
+
+        async def kill_and_restart(sender: Sender) -> None:
+            """Kill a replica -9 at random moments while the stream flows; restart it."""
+            rng = random.Random(2)
+            await sender.wait_started(MESSAGES // 8)
+            for n in range(KILLS):
+                await asyncio.sleep(rng.uniform(0.4, 1.0))
+                victim = run.replicas[n % len(run.replicas)]
+                await victim.kill(signal.SIGKILL)
+                run.log.append(f"kill -9 {victim.name}")
+                await victim.start(healthy=False)
+            # And a freeze: the frozen replica's unacked messages wait, then it carries on.
+            victim = run.replicas[0]
+            victim.kill_now(signal.SIGSTOP)
+            await asyncio.sleep(2.0)
+            victim.kill_now(signal.SIGCONT)
+            run.log.append(f"SIGSTOP/SIGCONT {victim.name}")
+            await run.wait_consuming()
+
+        await run.send(text_items(MESSAGES, label="crash"), rate=RATE, during=kill_and_restart)
+        verdict = await run.check()
+        redelivered = await run.db["webhook_events"].count_documents({"attempts": {"$gt": 1}})
+        verdict.notes["received_twice"] = redelivered
+        fault_report(verdict)
+        run.assert_clean(verdict)
+        assert redelivered > 0, (
+            "no body was received twice: the kills never hit a message between its "
+            f"store write and its ack, so the fault was not exercised\n{run.context()}"
+        )

@@ -27,20 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from inbox_common.broker.topology import Names
-from inbox_common.store.client import create_client
-from tests.faults.checker import (
-    NO_ANSWER,
-    Attempt,
-    Sender,
-    check,
-    queue_depth,
-    text_items,
-    wait_quiet,
-)
-from tests.faults.conftest import Report
-from tests.faults.proxy import TcpProxy
-from tests.faults.stack import PUBLISH_TIMEOUT, Service, StackConfig, running_stack
+from inbox_testkit.faults.checker import NO_ANSWER, Attempt, Report, Sender, text_items
+from inbox_testkit.faults.proxy import TcpProxy
+from inbox_testkit.faults.scenario import FaultRun, fault_run
+from inbox_testkit.faults.stack import PUBLISH_TIMEOUT, StackConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(180)]
 
@@ -99,11 +89,9 @@ class Window:
     end: float = 0.0
 
 
-async def _faults(
-    proxies: Proxies, apis: list[Service], sender: Sender, windows: list[Window]
-) -> list[str]:
+async def _faults(proxies: Proxies, run: FaultRun, sender: Sender, windows: list[Window]) -> None:
     loop = asyncio.get_running_loop()
-    log: list[str] = []
+    log = run.log
 
     async def hold(what: str, seconds: float) -> None:
         window = Window(what, loop.time())
@@ -134,7 +122,7 @@ async def _faults(
     # 4. The store stalls (past the health probe's deadline), then its connections drop.
     proxies.api_store.stall()
     await asyncio.sleep(2.5)
-    status, health = await apis[0].get("/api/health", timeout=5)
+    status, health = await run.replicas[0].get("/api/health", timeout=5)
     log.append(f"inbox-api health while the store stalls: {status} {health}")
     assert status == 503, f"inbox-api health while the store stalls: {status} {health}"
     await hold("store stall", 1.0)
@@ -146,7 +134,6 @@ async def _faults(
     proxies.api_broker.stall()
     await hold("api-broker stall", 3.0)
     proxies.api_broker.heal()
-    return log
 
 
 def _stall_answers(sender: Sender, window: Window) -> list[Attempt]:
@@ -159,57 +146,45 @@ def _stall_answers(sender: Sender, window: Window) -> list[Attempt]:
 
 
 async def test_cut_stalled_and_slow_connections_lose_nothing_and_hang_nothing(
-    stack_config: StackConfig, names: Names, proxies: Proxies, fault_report: Report
+    stack_config: StackConfig, proxies: Proxies, fault_report: Report
 ) -> None:
-    items = text_items(MESSAGES, label="network")
-    client = create_client(stack_config.mongodb_url, app_name="faults-check")
-    db = client[stack_config.mongo_db]
     windows: list[Window] = []
-    try:
-        async with running_stack(stack_config) as stack:
-            broker_url = stack_config.rabbitmq_url
-            ingest = stack.ingest(rabbitmq_url=_via(broker_url, proxies.ingest_broker))
-            apis = [
-                stack.api(
-                    name=f"inbox-api-{suffix}",
-                    rabbitmq_url=_via(broker_url, proxies.api_broker),
-                    mongodb_url=_via(stack_config.mongodb_url, proxies.api_store),
-                )
-                for suffix in "ab"
-            ]
-            await stack.start()
-            for api in apis:
-                await api.wait_consuming()
-            sender = Sender(
-                ingest.base, rate=RATE, concurrency=32, request_timeout=PUBLISH_TIMEOUT + 10
-            )
-            sending = asyncio.create_task(sender.run(items))
+    async with fault_run(stack_config, "network") as run:
+        await run.start(
+            replicas=2,
+            ingest_rabbitmq_url=_via(stack_config.rabbitmq_url, proxies.ingest_broker),
+            api_rabbitmq_url=_via(stack_config.rabbitmq_url, proxies.api_broker),
+            api_mongodb_url=_via(stack_config.mongodb_url, proxies.api_store),
+        )
+
+        async def faults(sender: Sender) -> None:
             try:
-                log = await _faults(proxies, apis, sender, windows)
+                await _faults(proxies, run, sender, windows)
             finally:
                 for proxy in proxies.all():
                     proxy.heal()
-                await sending
-            for service in stack.services:
-                await service.wait_healthy(timeout=20)
-            for api in apis:
-                await api.wait_consuming(timeout=20)
-            async with queue_depth(stack_config.rabbitmq_url, names.webhooks_queue) as depth:
-                await wait_quiet(db, items, sender, depth, timeout=60)
-            verdict = await check(db, "network", items, sender)
-            stall = next(w for w in windows if w.what == "ingest-broker stall")
-            in_stall = _stall_answers(sender, stall)
-            hung = [a for a in sender.attempts if a.status == NO_ANSWER]
-            slow = [a for a in sender.attempts if a.seconds > PUBLISH_TIMEOUT + SLACK]
-            verdict.notes["answers_in_stall"] = len(in_stall)
-            verdict.notes["slowest_s"] = round(sender.slowest(), 2)
-            verdict.notes["logging_errors"] = stack.logging_errors()
-            fault_report(verdict)
-            context = f"{'; '.join(log)}\nwindows: {windows}\n{sender.summary()}\n{stack.tails()}"
-            assert verdict.clean, f"{verdict.explain()}\n{context}"
-            assert in_stall, f"no request was answered during the stall\n{context}"
-            assert all(a.status == 503 for a in in_stall), f"{in_stall}\n{context}"
-            assert not hung, f"requests without an answer: {hung[:5]}\n{context}"
-            assert not slow, f"answers slower than the timeout + slack: {slow[:5]}\n{context}"
-    finally:
-        await client.close()
+
+        sender = await run.send(
+            text_items(MESSAGES, label="network"),
+            rate=RATE,
+            concurrency=32,
+            request_timeout=PUBLISH_TIMEOUT + 10,
+            during=faults,
+        )
+        for service in run.stack.services:
+            await service.wait_healthy(timeout=20)
+        await run.wait_consuming(timeout=20)
+        verdict = await run.check()
+        stall = next(w for w in windows if w.what == "ingest-broker stall")
+        in_stall = _stall_answers(sender, stall)
+        hung = [a for a in sender.attempts if a.status == NO_ANSWER]
+        slow = [a for a in sender.attempts if a.seconds > PUBLISH_TIMEOUT + SLACK]
+        verdict.notes["answers_in_stall"] = len(in_stall)
+        verdict.notes["slowest_s"] = round(sender.slowest(), 2)
+        fault_report(verdict)
+        context = f"windows: {windows}\n{run.context()}"
+        run.assert_clean(verdict, f"windows: {windows}")
+        assert in_stall, f"no request was answered during the stall\n{context}"
+        assert all(a.status == 503 for a in in_stall), f"{in_stall}\n{context}"
+        assert not hung, f"requests without an answer: {hung[:5]}\n{context}"
+        assert not slow, f"answers slower than the timeout + slack: {slow[:5]}\n{context}"

@@ -36,26 +36,16 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from inbox_common.broker.consumer import QUEUE_HEADER, REASON_HEADER
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import delivery_headers
-from inbox_common.store.client import create_client
-from inbox_common.whatsapp import samples
-from tests.faults.checker import (
-    Item,
-    Sender,
-    check,
-    item_of,
-    queue_depth,
-    text_items,
-    wait_quiet,
-)
-from tests.faults.conftest import Report
-from tests.faults.stack import PHONE_NUMBER_ID, StackConfig, running_stack
+from inbox_sandbox import payloads
+from inbox_testkit.faults.checker import Item, Report, Sender, item_of, text_items
+from inbox_testkit.faults.scenario import fault_run
+from inbox_testkit.faults.stack import PHONE_NUMBER_ID, StackConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(150)]
 
-REASON_HEADER = "x-inbox-dead-letter-reason"
-QUEUE_HEADER = "x-inbox-source-queue"
 BURST = 40
 
 
@@ -68,8 +58,8 @@ def hostile_items() -> list[Item]:
     ]
     items = []
     for n, text in enumerate(contents):
-        wamid = samples.new_wamid()
-        payload = samples.text_webhook(
+        wamid = payloads.new_wamid()
+        payload = payloads.text_webhook(
             PHONE_NUMBER_ID, f"491709999{n}", "Hostile", "x", wamid=wamid
         )
         payload["entry"][0]["changes"][0]["value"]["messages"][0]["text"] = text
@@ -100,7 +90,7 @@ async def _publish_poison(channel: AbstractChannel, names: Names) -> dict[str, s
         aio_pika.Message(b"\x00 not a webhook", message_id="poison-headerless"),
         WEBHOOK_ROUTING_KEY,
     )
-    body = orjson.dumps(samples.text_webhook(PHONE_NUMBER_ID, "4917000001", "X", "altered"))
+    body = orjson.dumps(payloads.text_webhook(PHONE_NUMBER_ID, "4917000001", "X", "altered"))
     wrong = hashlib.sha256(b"something else").hexdigest()
     await exchange.publish(
         aio_pika.Message(
@@ -152,59 +142,44 @@ async def test_poison_is_dead_lettered_and_the_queue_keeps_flowing(
 ) -> None:
     first, second = text_items(200, label="before"), text_items(200, label="after")
     burst, hostile = text_items(BURST, label="burst"), hostile_items()
-    client = create_client(stack_config.mongodb_url, app_name="faults-check")
-    db = client[stack_config.mongo_db]
     connection = await aio_pika.connect(stack_config.rabbitmq_url, timeout=10)
+    expected: dict[str, str] = {}
     try:
-        async with running_stack(stack_config) as stack:
-            ingest = stack.ingest()
-            replicas = [stack.api(name="inbox-api-a"), stack.api(name="inbox-api-b")]
-            await stack.start()
-            for replica in replicas:
-                await replica.wait_consuming()
-            channel = await connection.channel(publisher_confirms=True)
-            sender = Sender(ingest.base, rate=80.0)
-            burst_sender = Sender(ingest.base, concurrency=len(burst) + len(hostile))
+        channel = await connection.channel(publisher_confirms=True)
+        async with fault_run(stack_config, "poison") as run:
+            await run.start(replicas=2)
 
-            async def burst_mid_stream() -> None:
-                await sender.wait_started(100)
-                # Posted at once: the hostile bodies share micro-batches with good ones.
-                half = len(burst) // 2
-                await burst_sender.run([*burst[:half], *hostile, *burst[half:]])
+            async def poison_and_burst(sender: Sender) -> None:
+                async def burst_mid_stream() -> None:
+                    await sender.wait_started(100)
+                    # Posted at once: the hostile bodies share micro-batches with good ones.
+                    half = len(burst) // 2
+                    bodies = [*burst[:half], *hostile, *burst[half:]]
+                    await run.send(bodies, concurrency=len(bodies))
 
-            async def poison_mid_stream() -> dict[str, str]:
-                await sender.wait_started(150)
-                return await _publish_poison(channel, names)
+                async def poison_mid_stream() -> None:
+                    await sender.wait_started(150)
+                    expected.update(await _publish_poison(channel, names))
 
-            _, expected, _ = await asyncio.gather(
-                sender.run([*first, *second]), poison_mid_stream(), burst_mid_stream()
-            )
-            sender.absorb(burst_sender)
-            items = [*first, *burst, *hostile, *second]
-            async with queue_depth(stack_config.rabbitmq_url, names.webhooks_queue) as depth:
-                await wait_quiet(db, items, sender, depth, timeout=60, settle=5)
-            verdict = await check(db, "poison", items, sender)
+                await asyncio.gather(burst_mid_stream(), poison_mid_stream())
+
+            await run.send([*first, *second], rate=80.0, during=poison_and_burst)
+            verdict = await run.check(settle=5)
             dead = await _dead_letters(channel, names, want=len(expected), timeout=10)
             verdict.notes["dead_lettered"] = len(dead)
             fault_report(verdict)
-            context = (
-                f"{sender.summary()}\ndead letters:\n  "
-                + "\n  ".join(_describe(m) for m in dead)
-                + f"\n{stack.tails()}"
-            )
-            assert verdict.clean, f"{verdict.explain()}\n{context}"
+            context = "dead letters:\n  " + "\n  ".join(_describe(m) for m in dead)
+            run.assert_clean(verdict, context)
             reasons = {
                 str(m.message_id): _text((m.headers or {}).get(REASON_HEADER, "")).split(":")[0]
                 for m in dead
             }
-            assert reasons == expected, context
+            assert reasons == expected, f"{context}\n{run.context()}"
             for message in dead:
                 headers = message.headers or {}
                 assert _text(headers.get(QUEUE_HEADER)) == names.webhooks_queue, context
                 # Dead-lettered at the first delivery: no loop through the queue.
                 assert not headers.get("x-delivery-count"), context
-            for replica in replicas:
-                await replica.wait_consuming(timeout=10)
+            await run.wait_consuming(timeout=10)
     finally:
         await connection.close()
-        await client.close()

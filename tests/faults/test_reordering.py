@@ -23,12 +23,10 @@ from typing import Any
 
 import pytest
 
-from inbox_common.broker.topology import Names
-from inbox_common.store.client import create_client
-from inbox_common.whatsapp import samples
-from tests.faults.checker import Item, Sender, check, item_of, queue_depth, wait_quiet
-from tests.faults.conftest import Report
-from tests.faults.stack import PHONE_NUMBER_ID, StackConfig, running_stack
+from inbox_sandbox import payloads
+from inbox_testkit.faults.checker import Item, Report, item_of
+from inbox_testkit.faults.scenario import fault_run
+from inbox_testkit.faults.stack import PHONE_NUMBER_ID, StackConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(150)]
 
@@ -48,7 +46,7 @@ RECIPIENT = "4917055500"
 
 def _status(wamid: str, status: str, base: int) -> dict[str, Any]:
     # The same (wamid, status) is the same object in every body that carries it.
-    return samples.status(wamid, status, RECIPIENT, timestamp=base + RANK[status])
+    return payloads.status(wamid, status, RECIPIENT, timestamp=base + RANK[status])
 
 
 def _body(statuses: list[dict[str, Any]], rng: random.Random) -> dict[str, Any]:
@@ -57,7 +55,7 @@ def _body(statuses: list[dict[str, Any]], rng: random.Random) -> dict[str, Any]:
     chunks = rng.randint(1, min(3, len(statuses)))
     for n in range(chunks):
         part = statuses[n::chunks]
-        entries.extend(samples.webhook(PHONE_NUMBER_ID, statuses=part)["entry"])
+        entries.extend(payloads.webhook(PHONE_NUMBER_ID, statuses=part)["entry"])
     return {"object": "whatsapp_business_account", "entry": entries}
 
 
@@ -66,8 +64,8 @@ def workload(seed: int) -> tuple[list[Item], list[Item], dict[str, str]]:
     status each wamid must end with."""
     rng = random.Random(seed)
     base = int(time.time()) - 600
-    outbound = [samples.new_wamid() for _ in range(OUTBOUND)]
-    inbound = [samples.new_wamid() for _ in range(INBOUND)]
+    outbound = [payloads.new_wamid() for _ in range(OUTBOUND)]
+    inbound = [payloads.new_wamid() for _ in range(INBOUND)]
     sequences = {w: PATTERNS[i % len(PATTERNS)] for i, w in enumerate([*outbound, *inbound])}
     expected = {w: max(seq, key=RANK.__getitem__) for w, seq in sequences.items()}
     pairs = [_status(w, s, base) for w, seq in sequences.items() for s in seq]
@@ -93,7 +91,7 @@ def workload(seed: int) -> tuple[list[Item], list[Item], dict[str, str]]:
     phase2: list[Item] = []
     for n, wamid in enumerate(inbound):
         wa_id = f"4917066{n:04d}"
-        message = samples.text_webhook(
+        message = payloads.text_webhook(
             PHONE_NUMBER_ID, wa_id, f"Late {n}", f"arrives after its statuses {n}", wamid=wamid
         )
         phase2.append(item_of(f"message-{n}", message))
@@ -107,41 +105,25 @@ def workload(seed: int) -> tuple[list[Item], list[Item], dict[str, str]]:
 
 
 async def test_duplicated_and_reordered_deliveries_converge(
-    stack_config: StackConfig, names: Names, fault_report: Report
+    stack_config: StackConfig, fault_report: Report
 ) -> None:
     phase1, phase2, expected = workload(seed=6)
-    items = [*phase1, *phase2]
-    client = create_client(stack_config.mongodb_url, app_name="faults-check")
-    db = client[stack_config.mongo_db]
-    try:
-        async with running_stack(stack_config) as stack:
-            ingest = stack.ingest()
-            replicas = [stack.api(name="inbox-api-a"), stack.api(name="inbox-api-b")]
-            await stack.start()
-            for replica in replicas:
-                await replica.wait_consuming()
-            sender = Sender(ingest.base, concurrency=24)
-            await sender.run(phase1)
-            async with queue_depth(stack_config.rabbitmq_url, names.webhooks_queue) as depth:
-                # The statuses are stored (on placeholders) before any message arrives.
-                await wait_quiet(db, phase1, sender, depth, timeout=45, settle=5)
-                await sender.run(phase2)
-                await wait_quiet(db, items, sender, depth, timeout=45, settle=5)
-            verdict = await check(db, "reorder-duplicate", items, sender)
-            docs = (
-                await db["messages"].find({}, {"wamid": 1, "status": 1, "direction": 1}).to_list()
-            )
-            final = {d["wamid"]: d.get("status") for d in docs}
-            wrong = {
-                w: (final.get(w), want) for w, want in expected.items() if final.get(w) != want
-            }
-            verdict.notes["wrong_final_status"] = len(wrong)
-            inbound = {str(d["wamid"]) for d in docs if d.get("direction") == "inbound"}
-            verdict.notes["messages_filled"] = len(inbound)
-            fault_report(verdict)
-            context = f"{sender.summary()}\n{stack.tails()}"
-            assert verdict.clean, f"{verdict.explain()}\n{context}"
-            assert not wrong, f"final status (got, expected) differs for {wrong}\n{context}"
-            assert len(inbound) == INBOUND, context
-    finally:
-        await client.close()
+    async with fault_run(stack_config, "reorder-duplicate") as run:
+        await run.start(replicas=2)
+        await run.send(phase1, concurrency=24)
+        # The statuses are stored (on placeholders) before any message arrives.
+        await run.settle(timeout=45, settle=5)
+        await run.send(phase2, concurrency=24)
+        verdict = await run.check(timeout=45, settle=5)
+        docs = (
+            await run.db["messages"].find({}, {"wamid": 1, "status": 1, "direction": 1}).to_list()
+        )
+        final = {d["wamid"]: d.get("status") for d in docs}
+        wrong = {w: (final.get(w), want) for w, want in expected.items() if final.get(w) != want}
+        verdict.notes["wrong_final_status"] = len(wrong)
+        inbound = {str(d["wamid"]) for d in docs if d.get("direction") == "inbound"}
+        verdict.notes["messages_filled"] = len(inbound)
+        fault_report(verdict)
+        run.assert_clean(verdict)
+        assert not wrong, f"final status (got, expected) differs for {wrong}\n{run.context()}"
+        assert len(inbound) == INBOUND, run.context()

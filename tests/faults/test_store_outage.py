@@ -22,24 +22,16 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from inbox_common.broker.topology import Names
-from inbox_common.store.client import Database, create_client
-from tests import infra
-from tests.faults.checker import Sender, Verdict, check, queue_depth, text_items, wait_quiet
-from tests.faults.conftest import Report
-from tests.faults.stack import (
-    Service,
-    Stack,
-    StackConfig,
-    StoreProcess,
-    prepare_store,
-    running_stack,
-)
+from inbox_common.local.secantus import SecantusServer
+from inbox_testkit import backends
+from inbox_testkit.faults.checker import Report, Sender, text_items
+from inbox_testkit.faults.scenario import FaultRun, fault_run
+from inbox_testkit.faults.stack import StackConfig, prepare_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(180)]
 
@@ -47,145 +39,104 @@ DB_NAME = "faults_store"
 DURABLE = "&journal=true"
 CRASHES = 4
 
-Outage = Callable[[StoreProcess, Stack, Sender, Database], Awaitable[list[str]]]
-
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StoreProcess]:
-    process = StoreProcess(tmp_path)
+async def store(tmp_path: Path) -> AsyncIterator[SecantusServer]:
+    server = SecantusServer(tmp_path)
     try:
-        await process.start()
-        await prepare_store(process.url, DB_NAME)
-        yield process
+        await server.start_and_wait(timeout=30)
+        await prepare_store(server.url, DB_NAME)
+        yield server
     finally:
-        await process.stop(signal.SIGKILL)
+        await server.stop_async(signal.SIGKILL)
 
 
-async def _health_of(api: Service) -> tuple[int, object]:
+def _config(amqp_url: str, namespace: backends.AmqpNamespace, url: str) -> StackConfig:
+    namespace.track_topology()
+    return StackConfig(
+        namespace=namespace.name, mongo_db=DB_NAME, mongodb_url=url, rabbitmq_url=amqp_url
+    )
+
+
+async def _health(run: FaultRun) -> tuple[int, object]:
     try:
-        return await api.get("/api/health")
+        return await run.replicas[0].get("/api/health")
     except Exception as exc:  # any answer or none: it is only reported
         return 0, repr(exc)
 
 
-async def _run(
-    fault: str,
-    *,
-    amqp_url: str,
-    namespace: str,
-    store: StoreProcess,
-    url_options: str,
-    items_count: int,
-    rate: float | None,
-    outage: Outage,
-) -> tuple[Verdict, str]:
-    config = StackConfig(
-        namespace=namespace,
-        mongo_db=DB_NAME,
-        mongodb_url=store.url + url_options,
-        rabbitmq_url=amqp_url,
-    )
-    items = text_items(items_count, label=fault)
-    client = create_client(store.url, app_name="faults-check", timeout_ms=10_000)
-    db = client[DB_NAME]
-    try:
-        async with running_stack(config) as stack:
-            ingest = stack.ingest()
-            replicas = [stack.api(name="inbox-api-a"), stack.api(name="inbox-api-b")]
-            await stack.start()
-            for replica in replicas:
-                await replica.wait_consuming()
-            sender = Sender(ingest.base, rate=rate, concurrency=32)
-            sending = asyncio.create_task(sender.run(items))
-            try:
-                log = await outage(store, stack, sender, db)
-            finally:
-                await sending
-            async with queue_depth(amqp_url, Names(namespace).webhooks_queue) as depth:
-                await wait_quiet(db, items, sender, depth, timeout=45)
-            verdict = await check(db, fault, items, sender)
-            verdict.notes["received_twice"] = await db["webhook_events"].count_documents(
-                {"attempts": {"$gt": 1}}
-            )
-            for replica in replicas:
-                await replica.wait_consuming(timeout=10)
-            context = f"{'; '.join(log)}\n{sender.summary()}\n{stack.tails()}\n{store.tail()}"
-            return verdict, context
-    finally:
-        await client.close()
-
-
-async def _stop_twice(store: StoreProcess, stack: Stack, sender: Sender, _: Database) -> list[str]:
-    log: list[str] = []
-    api = stack.services[1]
-    await sender.wait_started(100)
-    for down_for in (4.0, 3.0):
-        await store.stop(signal.SIGTERM)
-        await asyncio.sleep(down_for - 1.0)
-        status, body = await _health_of(api)
-        log.append(f"store stopped; inbox-api health while down: {status} {body}")
-        assert status == 503, f"inbox-api health while the store is down: {status} {body}"
-        await asyncio.sleep(1.0)
-        await store.start()
-        log.append("store restarted")
-        await asyncio.sleep(1.5)
-    return log
-
-
 async def test_store_stop_and_restart_loses_and_doubles_nothing(
-    amqp_url: str, amqp_namespace: infra.AmqpNamespace, store: StoreProcess, fault_report: Report
+    amqp_url: str,
+    amqp_namespace: backends.AmqpNamespace,
+    store: SecantusServer,
+    fault_report: Report,
 ) -> None:
-    amqp_namespace.track_topology()
-    verdict, context = await _run(
-        "store-restart",
-        amqp_url=amqp_url,
-        namespace=amqp_namespace.name,
-        store=store,
-        url_options="",
-        items_count=400,
-        rate=60.0,  # about 7 s of stream
-        outage=_stop_twice,
-    )
-    fault_report(verdict)
-    assert verdict.clean, f"{verdict.explain()}\n{context}"
+    config = _config(amqp_url, amqp_namespace, store.url)
+    async with fault_run(config, "store-restart") as run:
+        await run.start(replicas=2)
 
+        async def stop_twice(sender: Sender) -> None:
+            await sender.wait_started(100)
+            for down_for in (4.0, 3.0):
+                await store.stop_async(signal.SIGTERM)
+                await asyncio.sleep(down_for - 1.0)
+                status, body = await _health(run)
+                run.log.append(f"store stopped; inbox-api health while down: {status} {body}")
+                assert status == 503, f"inbox-api health while the store is down: {status} {body}"
+                await asyncio.sleep(1.0)
+                await store.start_and_wait(timeout=30)
+                run.log.append("store restarted")
+                await asyncio.sleep(1.5)
 
-async def _crash_while_writing(
-    store: StoreProcess, _: Stack, sender: Sender, db: Database
-) -> list[str]:
-    """kill -9 the store at random moments while the consumers write, several times."""
-    log: list[str] = []
-    rng = random.Random(3)
-    await sender.wait_started(100)
-    for _round in range(CRASHES):
-        await asyncio.sleep(rng.uniform(0.3, 0.8))
-        stored = await db["messages"].count_documents({})
-        await store.stop(signal.SIGKILL)
-        log.append(f"store killed -9 with {stored} messages stored")
-        await asyncio.sleep(1.0)
-        await store.start()
-    return log
+        # About 7 s of stream.
+        await run.send(
+            text_items(400, label="store-restart"), rate=60.0, concurrency=32, during=stop_twice
+        )
+        verdict = await run.check(timeout=45)
+        verdict.notes["received_twice"] = await run.db["webhook_events"].count_documents(
+            {"attempts": {"$gt": 1}}
+        )
+        await run.wait_consuming(timeout=10)
+        fault_report(verdict)
+        run.assert_clean(verdict, store.tail())
 
 
 @pytest.mark.parametrize("url_options", ["", DURABLE], ids=["default-write-concern", "journaled"])
 async def test_store_crash_loses_nothing(
     amqp_url: str,
-    amqp_namespace: infra.AmqpNamespace,
-    store: StoreProcess,
+    amqp_namespace: backends.AmqpNamespace,
+    store: SecantusServer,
     fault_report: Report,
     url_options: str,
 ) -> None:
-    amqp_namespace.track_topology()
     label = "journaled" if url_options else "default"
-    verdict, context = await _run(
-        f"store-crash[{label}]",
-        amqp_url=amqp_url,
-        namespace=amqp_namespace.name,
-        store=store,
-        url_options=url_options,
-        items_count=800,
-        rate=100.0,  # a steady stream: the store is always busy when it dies
-        outage=_crash_while_writing,
-    )
-    fault_report(verdict)
-    assert verdict.clean, f"{verdict.explain()}\n{context}"
+    config = _config(amqp_url, amqp_namespace, store.url + url_options)
+    async with fault_run(config, f"store-crash[{label}]") as run:
+        await run.start(replicas=2)
+
+        async def crash_while_writing(sender: Sender) -> None:
+            """kill -9 the store at random moments while the consumers write, several times."""
+            rng = random.Random(3)
+            await sender.wait_started(100)
+            for _round in range(CRASHES):
+                await asyncio.sleep(rng.uniform(0.3, 0.8))
+                stored = await run.db["messages"].count_documents({})
+                await store.stop_async(signal.SIGKILL)
+                run.log.append(f"store killed -9 with {stored} messages stored")
+                await asyncio.sleep(1.0)
+                await store.start_and_wait(timeout=30)
+
+        # A steady stream: the store is always busy when it dies.
+        await run.send(
+            text_items(800, label=f"store-crash-{label}"),
+            rate=100.0,
+            concurrency=32,
+            during=crash_while_writing,
+        )
+        verdict = await run.check(timeout=45)
+        verdict.notes["received_twice"] = await run.db["webhook_events"].count_documents(
+            {"attempts": {"$gt": 1}}
+        )
+        await run.wait_consuming(timeout=10)
+        fault_report(verdict)
+        run.assert_clean(verdict, store.tail())

@@ -21,36 +21,38 @@ from typing import Any
 import orjson
 import pytest
 
+pytestmark = pytest.mark.hostile
+
 RUNS = 15_000
 HARNESS = Path(__file__)
 
 
 def _seed_corpus(directory: Path) -> None:
     """Bodies of every shape the builders know, so mutations start from valid envelopes."""
-    from inbox_common.whatsapp import samples
+    from inbox_sandbox import payloads
 
     wamid = "wamid.SEED"
     messages = [
-        samples.text_message("4915", wamid, "hello $where a.b", timestamp=1_700_000_000),
-        samples.media_message("image", "4915", wamid, caption="look", timestamp=1),
-        samples.media_message("audio", "4915", wamid, voice=True, timestamp=1),
-        samples.media_message("document", "4915", wamid, filename="a.pdf", timestamp=1),
-        samples.reaction_message("4915", wamid, "wamid.T", "👍", timestamp=1),
-        samples.reaction_message("4915", wamid, "wamid.T", None, timestamp=1),
-        samples.message("location", "4915", wamid, {"latitude": 1.5, "name": "x"}, timestamp=1),
-        samples.message("contacts", "4915", wamid, [{"name": {"formatted_name": "A"}}]),
-        samples.message(
+        payloads.text_message("4915", wamid, "hello $where a.b", timestamp=1_700_000_000),
+        payloads.media_message("image", "4915", wamid, caption="look", timestamp=1),
+        payloads.media_message("audio", "4915", wamid, voice=True, timestamp=1),
+        payloads.media_message("document", "4915", wamid, filename="a.pdf", timestamp=1),
+        payloads.reaction_message("4915", wamid, "wamid.T", "👍", timestamp=1),
+        payloads.reaction_message("4915", wamid, "wamid.T", None, timestamp=1),
+        payloads.message("location", "4915", wamid, {"latitude": 1.5, "name": "x"}, timestamp=1),
+        payloads.message("contacts", "4915", wamid, [{"name": {"formatted_name": "A"}}]),
+        payloads.message(
             "interactive", "4915", wamid, {"type": "button_reply", "button_reply": {"title": "y"}}
         ),
-        samples.message("button", "4915", wamid, {"payload": "p", "text": "t"}),
-        samples.message("order", "4915", wamid, {"product_items": [{}]}),
-        samples.message("system", "4915", wamid, {"body": "changed"}),
-        samples.message("unsupported", "4915", wamid, None),
-        samples.message("weird", "4915", wamid, {"x": [1, None]}, reply_to="wamid.C"),
+        payloads.message("button", "4915", wamid, {"payload": "p", "text": "t"}),
+        payloads.message("order", "4915", wamid, {"product_items": [{}]}),
+        payloads.message("system", "4915", wamid, {"body": "changed"}),
+        payloads.message("unsupported", "4915", wamid, None),
+        payloads.message("weird", "4915", wamid, {"x": [1, None]}, reply_to="wamid.C"),
     ]
-    bodies = [samples.webhook("1065", messages=[m]) for m in messages]
-    bodies.append(samples.webhook("1065", statuses=[samples.status(wamid, "failed", "4915")]))
-    bodies.append(samples.text_webhook("1065", "4915", "Ann", "hi"))
+    bodies = [payloads.webhook("1065", messages=[m]) for m in messages]
+    bodies.append(payloads.webhook("1065", statuses=[payloads.status(wamid, "failed", "4915")]))
+    bodies.append(payloads.text_webhook("1065", "4915", "Ann", "hi"))
     directory.mkdir()
     for index, body in enumerate(bodies):
         (directory / f"seed-{index:02d}.json").write_bytes(orjson.dumps(body))
@@ -101,6 +103,7 @@ def test_libfuzzer_finds_no_crash_in_the_envelope_parser(tmp_path: Path) -> None
 
 def _harness(atheris: Any) -> None:
     with atheris.instrument_imports():
+        from inbox_api import previews
         from inbox_common.contracts import webhook
 
     reasons = {"invalid_json", "not_an_object", "schema"}
@@ -115,7 +118,7 @@ def _harness(atheris: Any) -> None:
         for change in webhook.iter_changes(envelope):
             for message in change.messages:
                 assert isinstance(message.content, dict)
-                assert len(message.preview) <= webhook.PREVIEW_MAX_CHARS
+                assert len(previews.preview(message)) <= previews.PREVIEW_MAX_CHARS
                 assert message.reply_to is None or isinstance(message.reply_to, str)
                 assert isinstance(message.is_reaction_removal, bool)
 

@@ -31,19 +31,21 @@ from hypothesis.control import currently_in_test_context
 
 from inbox_api.consumer.service import Outcome, WebhookProcessor
 from inbox_api.rest import views
-from inbox_api.store.ledger import FAILED, PROCESSED
 from inbox_common.broker.consumer import REASON_HEADER, Consumer
-from inbox_common.broker.publisher import ConfirmedPublisher, header_str
+from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import BATCH_HEADER, batch_message
 from inbox_common.contracts.webhook import InvalidEnvelope, iter_changes, parse_envelope
 from inbox_common.store.client import Database, Document
+from inbox_common.store.ledger import FAILED, PROCESSED
 from inbox_common.store.schema import CONVERSATIONS, MESSAGES
-from inbox_common.whatsapp import samples
-from tests.hostile.conftest import ledger_entry
-from tests.inbox_api.conftest import ACME_NUMBER, UNKNOWN_NUMBER, delivery_of
+from inbox_sandbox import payloads
+from inbox_testkit.broker import header_str
+from inbox_testkit.store import ledger_entry
+from inbox_testkit.tenants import ACME_NUMBER, UNKNOWN_NUMBER
+from inbox_testkit.webhooks import delivery_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 # No shrink phase: every example costs store round trips, so shrinking a failure can outlast
 # the per-test timeout and lose the report. A failure prints its full input and a
@@ -151,7 +153,7 @@ def record(
 
 
 def meta_envelopes(*, junk: int) -> st.SearchStrategy[dict[str, Any]]:
-    """Webhook bodies shaped like Meta's (``samples``), every value hostile.
+    """Webhook bodies shaped like Meta's (``payloads``), every value hostile.
 
     With ``junk=0`` every field has its documented type, so the body passes the schema and
     its values (``$``-prefixed and dotted strings and keys, unicode, 10,000-character
@@ -565,20 +567,20 @@ WAMID = "wamid.HOSTILE"
 
 def _image_webhook(content: str) -> bytes:
     """acme's webhook with one image message whose object is the raw JSON ``content``."""
-    message = samples.message("image", "4915", WAMID, {"id": "1"}, timestamp=1_700_000_000)
-    body = orjson.dumps(samples.webhook(ACME_NUMBER, messages=[message]))
+    message = payloads.message("image", "4915", WAMID, {"id": "1"}, timestamp=1_700_000_000)
+    body = orjson.dumps(payloads.webhook(ACME_NUMBER, messages=[message]))
     return body.replace(b'{"id":"1"}', content.encode())
 
 
 def _typed_webhook(type_: str, content: str) -> bytes:
-    message = samples.message(type_, "4915", WAMID, "CONTENT", timestamp=1_700_000_000)
-    body = orjson.dumps(samples.webhook(ACME_NUMBER, messages=[message]))
+    message = payloads.message(type_, "4915", WAMID, "CONTENT", timestamp=1_700_000_000)
+    body = orjson.dumps(payloads.webhook(ACME_NUMBER, messages=[message]))
     return body.replace(b'"CONTENT"', content.encode())
 
 
 def _failed_status_webhook(code: str) -> bytes:
-    status = samples.status(WAMID, "failed", "4915", timestamp=1_700_000_000)
-    body = orjson.dumps(samples.webhook(ACME_NUMBER, statuses=[status]))
+    status = payloads.status(WAMID, "failed", "4915", timestamp=1_700_000_000)
+    body = orjson.dumps(payloads.webhook(ACME_NUMBER, statuses=[status]))
     return body.replace(b'"code":131026', f'"code":{code}'.encode())
 
 

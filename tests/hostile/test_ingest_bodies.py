@@ -22,21 +22,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from inbox_api.consumer.service import Outcome, WebhookProcessor
-from inbox_api.store.ledger import FAILED
 from inbox_common.broker.connection import Broker
 from inbox_common.broker.consumer import Consumer
 from inbox_common.broker.topology import Names
 from inbox_common.contracts.delivery import deliveries_from_amqp
 from inbox_common.store.client import Database, Document
-from inbox_common.whatsapp import samples
+from inbox_common.store.ledger import FAILED
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, sign
 from inbox_ingest.app import WEBHOOK_PATH, create_app
 from inbox_ingest.settings import IngestSettings
-from tests.hostile.conftest import ledger_entry
-from tests.inbox_api.conftest import ACME_NUMBER
-from tests.infra import wait_until
+from inbox_sandbox import payloads
+from inbox_testkit.polling import wait_until
+from inbox_testkit.store import ledger_entry
+from inbox_testkit.tenants import ACME_NUMBER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 SECRET = "app-secret"
 MiB = 1024 * 1024
@@ -47,8 +47,8 @@ IngestClient = TestClient[web.Request, web.Application]
 
 def _envelope_with(raw_value: bytes) -> bytes:
     """A text webhook for acme whose message timestamp is ``raw_value``, as raw JSON."""
-    message = samples.text_message("4915", "wamid.HOSTILE", "hi", timestamp=1_700_000_000)
-    body = orjson.dumps(samples.webhook(ACME_NUMBER, messages=[message]))
+    message = payloads.text_message("4915", "wamid.HOSTILE", "hi", timestamp=1_700_000_000)
+    body = orjson.dumps(payloads.webhook(ACME_NUMBER, messages=[message]))
     return body.replace(b'"1700000000"', raw_value)
 
 
@@ -169,7 +169,7 @@ async def test_hostile_bodies_posted_together_are_settled_with_their_micro_batch
 ) -> None:
     # Posted at once, the small bodies share micro-batches with a good one; the consumer
     # must settle every message, apply the good body and record each hostile one as failed.
-    good = orjson.dumps(samples.text_webhook(ACME_NUMBER, "4915", "Ann", "between the junk"))
+    good = orjson.dumps(payloads.text_webhook(ACME_NUMBER, "4915", "Ann", "between the junk"))
     bodies = {name: body for name, (body, _) in HOSTILE_BODIES.items()} | {"good": good}
     responses = await asyncio.gather(
         *(ingest.post(WEBHOOK_PATH, data=body, headers=_signed(body)) for body in bodies.values())
@@ -249,7 +249,7 @@ async def test_a_gzip_bomb_is_413_and_the_ingest_keeps_serving(
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "request_entity_too_large"
     await _assert_nothing_published(work_queue)
-    body = orjson.dumps(samples.text_webhook(ACME_NUMBER, "4915", "Ann", "still up"))
+    body = orjson.dumps(payloads.text_webhook(ACME_NUMBER, "4915", "Ann", "still up"))
     after = await ingest.post(WEBHOOK_PATH, data=body, headers=_signed(body))
     assert after.status == 200
     message = await work_queue.get(timeout=5)

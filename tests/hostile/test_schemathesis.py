@@ -41,14 +41,15 @@ from inbox_api.app import create_app
 from inbox_api.consumer.service import Outcome, WebhookProcessor
 from inbox_api.settings import InboxApiSettings
 from inbox_common.broker.topology import Names
+from inbox_common.local.ports import free_port
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CONVERSATIONS, WEBHOOK_EVENTS
 from inbox_common.tokens import Role, create_token
-from inbox_common.whatsapp import samples
-from tests.inbox_api.conftest import ACME_NUMBER, UNKNOWN_NUMBER, delivery_of
-from tests.infra import free_port
+from inbox_sandbox import payloads
+from inbox_testkit.tenants import ACME_NUMBER, UNKNOWN_NUMBER
+from inbox_testkit.webhooks import delivery_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 WA = "491701234567"
 # (role, generation mode, examples per operation and id source): about 500 requests in all.
@@ -69,32 +70,32 @@ class Served:
 def _hostile_webhooks() -> list[dict[str, Any]]:
     """Webhooks whose content the REST API must render: $-keys, dots, NUL, unicode, long
     text, unknown types, a reaction and a status; some conversations to page through."""
-    first = samples.new_wamid()
+    first = payloads.new_wamid()
     return [
-        samples.text_webhook(ACME_NUMBER, WA, "Ann $where", "hi", wamid=first, timestamp=10),
-        samples.webhook(
+        payloads.text_webhook(ACME_NUMBER, WA, "Ann $where", "hi", wamid=first, timestamp=10),
+        payloads.webhook(
             ACME_NUMBER,
-            contacts=[samples.contact(WA, "Ann")],
+            contacts=[payloads.contact(WA, "Ann")],
             messages=[
-                samples.message(
+                payloads.message(
                     "image",
                     WA,
-                    samples.new_wamid(),
+                    payloads.new_wamid(),
                     {"id": "1", "$where": "1", "a.b": {"$gt": ""}, "caption": "ẋ" * 5000},
                     timestamp=20,
                 ),
-                samples.message("ephemeral", WA, samples.new_wamid(), None, timestamp=30),
-                samples.message("$unknown", WA, samples.new_wamid(), [1, "x"], timestamp=40),
-                samples.reaction_message(WA, samples.new_wamid(), first, "👍", timestamp=50),
-                samples.text_message(WA, samples.new_wamid(), "\u202e\x00😀", timestamp=60),
+                payloads.message("ephemeral", WA, payloads.new_wamid(), None, timestamp=30),
+                payloads.message("$unknown", WA, payloads.new_wamid(), [1, "x"], timestamp=40),
+                payloads.reaction_message(WA, payloads.new_wamid(), first, "👍", timestamp=50),
+                payloads.text_message(WA, payloads.new_wamid(), "\u202e\x00😀", timestamp=60),
             ],
-            statuses=[samples.status(first, "failed", WA, timestamp=70)],
+            statuses=[payloads.status(first, "failed", WA, timestamp=70)],
         ),
         *(
-            samples.text_webhook(ACME_NUMBER, f"4917000000{i:02d}", f"User {i}", "x", timestamp=i)
+            payloads.text_webhook(ACME_NUMBER, f"4917000000{i:02d}", f"User {i}", "x", timestamp=i)
             for i in range(5)
         ),
-        samples.text_webhook(UNKNOWN_NUMBER, WA, "Bob", "to nobody", timestamp=80),
+        payloads.text_webhook(UNKNOWN_NUMBER, WA, "Bob", "to nobody", timestamp=80),
     ]
 
 

@@ -10,40 +10,30 @@ import pytest
 from aio_pika.abc import AbstractQueue
 
 from inbox_api.consumer.handlers import WebhookHandler
-from inbox_api.consumer.service import WebhookProcessor
+from inbox_api.consumer.service import Stores, WebhookProcessor
 from inbox_common.broker.connection import Broker
 from inbox_common.broker.consumer import REASON_HEADER, Consumer
-from inbox_common.broker.publisher import ConfirmedPublisher, header_str
+from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import Names
 from inbox_common.contracts.delivery import batch_message
+from inbox_common.local.ports import free_port
 from inbox_common.store.client import Database, Document, create_client
 from inbox_common.store.schema import CONTACTS, MESSAGES, WEBHOOK_EVENTS
-from inbox_common.whatsapp import samples
-from tests.inbox_api.conftest import (
-    ACME_NUMBER,
-    consumer_for,
-    delivery_of,
-    publish_delivery,
-    snapshot,
-    stores_of,
-)
-from tests.infra import free_port, wait_until
+from inbox_sandbox import payloads
+from inbox_testkit.broker import header_str, publish_delivery, webhook_consumer
+from inbox_testkit.polling import wait_until
+from inbox_testkit.store import snapshot
+from inbox_testkit.tenants import ACME_NUMBER
+from inbox_testkit.webhooks import delivery_of
 
 pytestmark = pytest.mark.integration
 
 WA = "491709999999"
 
 
-@pytest.fixture
-def consumer(
-    broker: Broker, names: Names, publisher: ConfirmedPublisher, processor: WebhookProcessor
-) -> Consumer:
-    return consumer_for(broker, names, publisher, processor)
-
-
 def text_body(text: str = "hello", *, wamid: str | None = None) -> bytes:
     delivery = delivery_of(
-        samples.text_webhook(ACME_NUMBER, WA, "Ann", text, wamid=wamid, timestamp=1_700_000_000)
+        payloads.text_webhook(ACME_NUMBER, WA, "Ann", text, wamid=wamid, timestamp=1_700_000_000)
     )
     return delivery.body
 
@@ -57,7 +47,7 @@ async def test_a_published_delivery_is_stored_and_acked(
     db: Database,
     channel: Document,
 ) -> None:
-    wamid = samples.new_wamid()
+    wamid = payloads.new_wamid()
     delivery = delivery_of(text_body("from the queue", wamid=wamid), request_id="req-42")
     await publish_delivery(publisher, names, delivery)
 
@@ -184,7 +174,7 @@ async def test_a_store_outage_requeues_and_the_redelivery_succeeds(
         timeout_ms=200,
     )
     try:
-        down = consumer_for(broker, names, publisher, WebhookProcessor(stores_of(nowhere["x"])))
+        down = webhook_consumer(broker, names, publisher, WebhookProcessor(Stores.of(nowhere["x"])))
 
         outcome = await down.process(await work_queue.get(timeout=5))
     finally:
@@ -270,7 +260,7 @@ async def test_a_running_consumer_stores_every_delivery(
 ) -> None:
     count = 15
     for i in range(count):
-        body = samples.text_webhook(
+        body = payloads.text_webhook(
             ACME_NUMBER, f"49170{i:07d}", f"User {i}", f"message {i}", timestamp=1_700_000_000 + i
         )
         await publish_delivery(publisher, names, delivery_of(body))
@@ -300,7 +290,7 @@ async def test_a_micro_batch_message_stores_every_body_once(
     db: Database,
     channel: Document,
 ) -> None:
-    wamids = [samples.new_wamid() for _ in range(5)]
+    wamids = [payloads.new_wamid() for _ in range(5)]
     deliveries = [delivery_of(text_body(f"n{i}", wamid=w)) for i, w in enumerate(wamids)]
     # The same body twice in one batch (Meta retried while the first was in flight).
     deliveries.append(deliveries[0])

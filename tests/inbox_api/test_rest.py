@@ -12,22 +12,21 @@ from aiohttp import ClientResponse
 from bson import ObjectId
 
 from inbox_api.consumer.service import Outcome, WebhookProcessor
-from inbox_api.store.inbox import Inbox
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CHANNELS, CONVERSATIONS
-from inbox_common.whatsapp import samples
-from tests.inbox_api.conftest import (
+from inbox_sandbox import payloads
+from inbox_testkit.plugin import ApiClient
+from inbox_testkit.polling import wait_until
+from inbox_testkit.store import create_channel, store_message
+from inbox_testkit.tenants import (
     ACME_NUMBER,
     ACME_SECOND_NUMBER,
     GLOBEX_NUMBER,
     UNKNOWN_NUMBER,
-    ApiClient,
     Tokens,
     bearer,
-    create_channel,
-    delivery_of,
 )
-from tests.infra import wait_until
+from inbox_testkit.webhooks import delivery_of
 
 pytestmark = pytest.mark.integration
 
@@ -79,14 +78,14 @@ async def text_from(
     name: str = "Ann",
     reply_to: str | None = None,
 ) -> str:
-    wamid = samples.new_wamid()
+    wamid = payloads.new_wamid()
     await deliver(
         processor,
-        samples.webhook(
+        payloads.webhook(
             number,
-            contacts=[samples.contact(wa_id, name)],
+            contacts=[payloads.contact(wa_id, name)],
             messages=[
-                samples.text_message(wa_id, wamid, text, timestamp=T0 + seconds, reply_to=reply_to)
+                payloads.text_message(wa_id, wamid, text, timestamp=T0 + seconds, reply_to=reply_to)
             ],
         ),
     )
@@ -384,47 +383,41 @@ async def test_messages_carry_content_reply_statuses_and_reactions(
 ) -> None:
     wa_id = "4910000001"
     question = await text_from(processor, wa_id, "Is it in stock?", 0)
-    image = samples.new_wamid()
+    image = payloads.new_wamid()
     await deliver(
         processor,
-        samples.webhook(
+        payloads.webhook(
             ACME_NUMBER,
-            contacts=[samples.contact(wa_id, "Ann")],
+            contacts=[payloads.contact(wa_id, "Ann")],
             messages=[
-                samples.media_message(
+                payloads.media_message(
                     "image", wa_id, image, caption="this one", timestamp=T0 + 1, reply_to=question
                 ),
-                samples.reaction_message(
-                    wa_id, samples.new_wamid(), question, "🙏", timestamp=T0 + 2
+                payloads.reaction_message(
+                    wa_id, payloads.new_wamid(), question, "🙏", timestamp=T0 + 2
                 ),
             ],
         ),
     )
-    answer = samples.new_wamid()
-    inbox = Inbox(db)
-    conversation_id = await inbox.touch_conversation(
-        channel, wa_id, name=None, wamid=answer, at=at(3), preview="Yes!", inbound=False
+    answer = payloads.new_wamid()
+    outbound = {
+        "wamid": answer,
+        "direction": "outbound",
+        "type": "text",
+        "content": {"body": "Yes!"},
+        "timestamp": at(3),
+    }
+    conversation_id = await store_message(
+        db, channel, wa_id, outbound, preview="Yes!", inbound=False, status="pending"
     )
-    await inbox.store_message(
-        channel,
-        {
-            "wamid": answer,
-            "conversation_id": conversation_id,
-            "direction": "outbound",
-            "type": "text",
-            "content": {"body": "Yes!"},
-            "timestamp": at(3),
-        },
-        status="pending",
-    )
-    error = samples.meta_error(131026, "Message undeliverable", "Receiver is incapable")
+    error = payloads.meta_error(131026, "Message undeliverable", "Receiver is incapable")
     await deliver(
         processor,
-        samples.webhook(
+        payloads.webhook(
             ACME_NUMBER,
             statuses=[
-                samples.status(answer, "sent", wa_id, timestamp=T0 + 4),
-                samples.status(answer, "failed", wa_id, timestamp=T0 + 5, errors=[error]),
+                payloads.status(answer, "sent", wa_id, timestamp=T0 + 4),
+                payloads.status(answer, "failed", wa_id, timestamp=T0 + 5, errors=[error]),
             ],
         ),
     )
@@ -474,17 +467,17 @@ async def webhook_events(
     """One event of each kind: acme ok, acme + unknown number (failed), globex ok, garbage."""
     await create_channel(db, tenant="globex", phone_number_id=GLOBEX_NUMBER)
     bodies = {
-        "acme": samples.text_webhook(ACME_NUMBER, "4910000001", "Ann", "hi", timestamp=T0),
+        "acme": payloads.text_webhook(ACME_NUMBER, "4910000001", "Ann", "hi", timestamp=T0),
         "mixed": {
             "object": "whatsapp_business_account",
             "entry": [
-                *samples.text_webhook(ACME_NUMBER, "4910000002", "Bo", "x", timestamp=T0)["entry"],
-                *samples.text_webhook(UNKNOWN_NUMBER, "4910000003", "Cy", "y", timestamp=T0)[
+                *payloads.text_webhook(ACME_NUMBER, "4910000002", "Bo", "x", timestamp=T0)["entry"],
+                *payloads.text_webhook(UNKNOWN_NUMBER, "4910000003", "Cy", "y", timestamp=T0)[
                     "entry"
                 ],
             ],
         },
-        "globex": samples.text_webhook(GLOBEX_NUMBER, "4910000004", "Di", "hey", timestamp=T0),
+        "globex": payloads.text_webhook(GLOBEX_NUMBER, "4910000004", "Di", "hey", timestamp=T0),
     }
     raw = {name: orjson.dumps(body) for name, body in bodies.items()}
     raw["garbage"] = b"\x00 not json"

@@ -12,20 +12,13 @@ import pytest
 
 from inbox_api.consumer.service import Outcome, Stores, WebhookProcessor
 from inbox_api.store.inbox import Inbox, Writes
-from inbox_api.store.ledger import RECEIVED
 from inbox_common.store.client import Database, Document
+from inbox_common.store.ledger import RECEIVED
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
-from inbox_common.whatsapp import samples
-from tests.inbox_api.conftest import (
-    ACME_NUMBER,
-    GLOBEX_NUMBER,
-    UNKNOWN_NUMBER,
-    create_channel,
-    delivery_of,
-    entries,
-    snapshot,
-    stores_of,
-)
+from inbox_sandbox import payloads
+from inbox_testkit.store import create_channel, snapshot, store_message
+from inbox_testkit.tenants import ACME_NUMBER, GLOBEX_NUMBER, UNKNOWN_NUMBER
+from inbox_testkit.webhooks import delivery_of, entries
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +31,13 @@ def at(seconds: int) -> datetime:
 
 
 def inbound(*messages: dict[str, Any], wa_id: str = WA, name: str = "Ann") -> dict[str, Any]:
-    return samples.webhook(
-        ACME_NUMBER, contacts=[samples.contact(wa_id, name)], messages=list(messages)
+    return payloads.webhook(
+        ACME_NUMBER, contacts=[payloads.contact(wa_id, name)], messages=list(messages)
     )
 
 
 def statuses(*items: dict[str, Any]) -> dict[str, Any]:
-    return samples.webhook(ACME_NUMBER, statuses=list(items))
+    return payloads.webhook(ACME_NUMBER, statuses=list(items))
 
 
 async def message(db: Database, wamid: str) -> Document:
@@ -67,21 +60,14 @@ async def ledger(db: Database, body: dict[str, Any] | bytes) -> Document:
 
 async def store_outbound(db: Database, channel: Document, wamid: str, *, seconds: int) -> None:
     """What the sending path stores for an outbound message."""
-    conversation_id = await Inbox(db).touch_conversation(
-        channel, WA, name=None, wamid=wamid, at=at(seconds), preview="Hi!", inbound=False
-    )
-    await Inbox(db).store_message(
-        channel,
-        {
-            "wamid": wamid,
-            "conversation_id": conversation_id,
-            "direction": "outbound",
-            "type": "text",
-            "content": {"body": "Hi!"},
-            "timestamp": at(seconds),
-        },
-        status="pending",
-    )
+    doc = {
+        "wamid": wamid,
+        "direction": "outbound",
+        "type": "text",
+        "content": {"body": "Hi!"},
+        "timestamp": at(seconds),
+    }
+    await store_message(db, channel, WA, doc, preview="Hi!", inbound=False, status="pending")
 
 
 # --- inbound messages -----------------------------------------------------------------------
@@ -90,8 +76,8 @@ async def store_outbound(db: Database, channel: Document, wamid: str, *, seconds
 async def test_a_text_message_creates_contact_conversation_and_message(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    wamid = samples.new_wamid()
-    body = inbound(samples.text_message(WA, wamid, "Hello there", timestamp=T0))
+    wamid = payloads.new_wamid()
+    body = inbound(payloads.text_message(WA, wamid, "Hello there", timestamp=T0))
 
     assert await processor.process(delivery_of(body, request_id="req-1")) is Outcome.PROCESSED
 
@@ -120,7 +106,7 @@ async def test_a_text_message_creates_contact_conversation_and_message(
 async def test_the_same_delivery_twice_is_a_duplicate(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    body = inbound(samples.text_message(WA, samples.new_wamid(), "once", timestamp=T0))
+    body = inbound(payloads.text_message(WA, payloads.new_wamid(), "once", timestamp=T0))
     await processor.process(delivery_of(body))
     before = await snapshot(db)
 
@@ -136,8 +122,8 @@ async def test_a_crash_before_the_ledger_is_marked_leaves_one_delivery(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
     body = inbound(
-        samples.text_message(WA, samples.new_wamid(), "one", timestamp=T0),
-        samples.media_message("image", WA, samples.new_wamid(), caption="two", timestamp=T0 + 1),
+        payloads.text_message(WA, payloads.new_wamid(), "one", timestamp=T0),
+        payloads.media_message("image", WA, payloads.new_wamid(), caption="two", timestamp=T0 + 1),
     )
     await processor.process(delivery_of(body))
     once = await snapshot(db)
@@ -169,20 +155,20 @@ async def test_a_crash_half_way_then_a_redelivery_equals_one_clean_delivery(
 ) -> None:
     for database in (db, reference_db):
         await create_channel(database, tenant="acme", phone_number_id=ACME_NUMBER)
-    first, second, third = (samples.new_wamid() for _ in range(3))
+    first, second, third = (payloads.new_wamid() for _ in range(3))
     body = inbound(
-        samples.text_message(WA, first, "one", timestamp=T0),
-        samples.text_message(WA, second, "two", timestamp=T0 + 1, reply_to=first),
-        samples.reaction_message(WA, third, first, "👍", timestamp=T0 + 2),
+        payloads.text_message(WA, first, "one", timestamp=T0),
+        payloads.text_message(WA, second, "two", timestamp=T0 + 1, reply_to=first),
+        payloads.reaction_message(WA, third, first, "👍", timestamp=T0 + 2),
     )
-    stores = stores_of(db)
+    stores = Stores.of(db)
     crashing = WebhookProcessor(Stores(stores.ledger, stores.channels, _CrashingInbox(db)))
 
     with pytest.raises(RuntimeError, match="killed"):
         await crashing.process(delivery_of(body))
     assert (await ledger(db, body))["status"] == RECEIVED
     assert await WebhookProcessor(stores).process(delivery_of(body)) is Outcome.PROCESSED
-    assert await WebhookProcessor(stores_of(reference_db)).process(delivery_of(body)) is (
+    assert await WebhookProcessor(Stores.of(reference_db)).process(delivery_of(body)) is (
         Outcome.PROCESSED
     )
 
@@ -196,37 +182,37 @@ MEDIA_ID = "1234567890"
     ("built", "content", "preview"),
     [
         pytest.param(
-            samples.media_message("image", WA, "w", media_id=MEDIA_ID, caption="Look"),
+            payloads.media_message("image", WA, "w", media_id=MEDIA_ID, caption="Look"),
             {"caption": "Look", "mime_type": "image/jpeg", "id": MEDIA_ID},
             "Look",
             id="image",
         ),
         pytest.param(
-            samples.media_message("audio", WA, "w", media_id=MEDIA_ID, voice=True),
+            payloads.media_message("audio", WA, "w", media_id=MEDIA_ID, voice=True),
             {"voice": True, "mime_type": "audio/ogg; codecs=opus", "id": MEDIA_ID},
             "[voice message]",
             id="audio-voice",
         ),
         pytest.param(
-            samples.media_message("video", WA, "w", media_id=MEDIA_ID),
+            payloads.media_message("video", WA, "w", media_id=MEDIA_ID),
             {"mime_type": "video/mp4", "id": MEDIA_ID},
             "[video]",
             id="video",
         ),
         pytest.param(
-            samples.media_message("document", WA, "w", media_id=MEDIA_ID, filename="inv.pdf"),
+            payloads.media_message("document", WA, "w", media_id=MEDIA_ID, filename="inv.pdf"),
             {"filename": "inv.pdf", "mime_type": "application/pdf", "id": MEDIA_ID},
             "[document] inv.pdf",
             id="document",
         ),
         pytest.param(
-            samples.media_message("sticker", WA, "w", media_id=MEDIA_ID, animated=False),
+            payloads.media_message("sticker", WA, "w", media_id=MEDIA_ID, animated=False),
             {"animated": False, "mime_type": "image/webp", "id": MEDIA_ID},
             "[sticker]",
             id="sticker",
         ),
         pytest.param(
-            samples.message(
+            payloads.message(
                 "location",
                 WA,
                 "w",
@@ -237,7 +223,7 @@ MEDIA_ID = "1234567890"
             id="location",
         ),
         pytest.param(
-            samples.message(
+            payloads.message(
                 "contacts",
                 WA,
                 "w",
@@ -252,7 +238,7 @@ MEDIA_ID = "1234567890"
             id="contacts",
         ),
         pytest.param(
-            samples.message(
+            payloads.message(
                 "interactive",
                 WA,
                 "w",
@@ -263,7 +249,7 @@ MEDIA_ID = "1234567890"
             id="interactive-button_reply",
         ),
         pytest.param(
-            samples.message(
+            payloads.message(
                 "interactive",
                 WA,
                 "w",
@@ -280,22 +266,22 @@ MEDIA_ID = "1234567890"
             id="interactive-list_reply",
         ),
         pytest.param(
-            samples.message("button", WA, "w", {"payload": "STOP", "text": "Stop promotions"}),
+            payloads.message("button", WA, "w", {"payload": "STOP", "text": "Stop promotions"}),
             {"payload": "STOP", "text": "Stop promotions"},
             "Stop promotions",
             id="button",
         ),
         pytest.param(
             {
-                **samples.message("unsupported", WA, "w", None),
-                "errors": [samples.meta_error(131051, "Message type unknown", "not supported")],
+                **payloads.message("unsupported", WA, "w", None),
+                "errors": [payloads.meta_error(131051, "Message type unknown", "not supported")],
             },
-            {"errors": [samples.meta_error(131051, "Message type unknown", "not supported")]},
+            {"errors": [payloads.meta_error(131051, "Message type unknown", "not supported")]},
             "[unsupported message]",
             id="unsupported",
         ),
         pytest.param(
-            samples.message("hologram", WA, "w", {"shape": "cube", "spin": 3}),
+            payloads.message("hologram", WA, "w", {"shape": "cube", "spin": 3}),
             {"shape": "cube", "spin": 3},
             "[hologram]",
             id="unknown-future-type",
@@ -310,7 +296,7 @@ async def test_every_inbound_type_is_stored_with_its_content(
     content: dict[str, Any],
     preview: str,
 ) -> None:
-    wamid = samples.new_wamid()
+    wamid = payloads.new_wamid()
     body = inbound({**built, "id": wamid, "timestamp": str(T0)})
 
     assert await processor.process(delivery_of(body)) is Outcome.PROCESSED
@@ -325,11 +311,11 @@ async def test_every_inbound_type_is_stored_with_its_content(
 async def test_a_reply_keeps_what_it_replies_to(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    first, reply = samples.new_wamid(), samples.new_wamid()
+    first, reply = payloads.new_wamid(), payloads.new_wamid()
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, first, "Q", timestamp=T0)))
+        delivery_of(inbound(payloads.text_message(WA, first, "Q", timestamp=T0)))
     )
-    body = inbound(samples.text_message(WA, reply, "A", timestamp=T0 + 1, reply_to=first))
+    body = inbound(payloads.text_message(WA, reply, "A", timestamp=T0 + 1, reply_to=first))
 
     await processor.process(delivery_of(body))
 
@@ -340,8 +326,8 @@ async def test_a_reply_keeps_what_it_replies_to(
 async def test_a_forwarded_message_is_marked(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    wamid = samples.new_wamid()
-    built = samples.text_message(WA, wamid, "fwd", timestamp=T0)
+    wamid = payloads.new_wamid()
+    built = payloads.text_message(WA, wamid, "fwd", timestamp=T0)
     built["context"] = {"forwarded": True}
 
     await processor.process(delivery_of(inbound(built)))
@@ -354,13 +340,13 @@ async def test_a_forwarded_message_is_marked(
 async def test_the_preview_follows_the_newest_message_whatever_the_order(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    newer, older = samples.new_wamid(), samples.new_wamid()
+    newer, older = payloads.new_wamid(), payloads.new_wamid()
 
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, newer, "new", timestamp=T0 + 60)))
+        delivery_of(inbound(payloads.text_message(WA, newer, "new", timestamp=T0 + 60)))
     )
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, older, "old", timestamp=T0)))
+        delivery_of(inbound(payloads.text_message(WA, older, "old", timestamp=T0)))
     )
 
     conv = await conversation(db)
@@ -376,12 +362,12 @@ async def test_the_preview_follows_the_newest_message_whatever_the_order(
 async def test_a_reaction_applies_to_its_target(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    target, reaction = samples.new_wamid(), samples.new_wamid()
+    target, reaction = payloads.new_wamid(), payloads.new_wamid()
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, target, "hi", timestamp=T0)))
+        delivery_of(inbound(payloads.text_message(WA, target, "hi", timestamp=T0)))
     )
 
-    body = inbound(samples.reaction_message(WA, reaction, target, "❤️", timestamp=T0 + 5))
+    body = inbound(payloads.reaction_message(WA, reaction, target, "❤️", timestamp=T0 + 5))
     assert await processor.process(delivery_of(body)) is Outcome.PROCESSED
 
     stored = await message(db, target)
@@ -395,21 +381,23 @@ async def test_a_reaction_applies_to_its_target(
 async def test_an_empty_emoji_removes_the_reaction(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    target = samples.new_wamid()
+    target = payloads.new_wamid()
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, target, "hi", timestamp=T0)))
+        delivery_of(inbound(payloads.text_message(WA, target, "hi", timestamp=T0)))
     )
     await processor.process(
         delivery_of(
             inbound(
-                samples.reaction_message(WA, samples.new_wamid(), target, "👍", timestamp=T0 + 1)
+                payloads.reaction_message(WA, payloads.new_wamid(), target, "👍", timestamp=T0 + 1)
             )
         )
     )
 
     await processor.process(
         delivery_of(
-            inbound(samples.reaction_message(WA, samples.new_wamid(), target, "", timestamp=T0 + 2))
+            inbound(
+                payloads.reaction_message(WA, payloads.new_wamid(), target, "", timestamp=T0 + 2)
+            )
         )
     )
 
@@ -420,17 +408,17 @@ async def test_an_empty_emoji_removes_the_reaction(
 async def test_a_reaction_before_its_target_shows_once_the_target_arrives(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    target = samples.new_wamid()
+    target = payloads.new_wamid()
     await processor.process(
         delivery_of(
             inbound(
-                samples.reaction_message(WA, samples.new_wamid(), target, "🎉", timestamp=T0 + 5)
+                payloads.reaction_message(WA, payloads.new_wamid(), target, "🎉", timestamp=T0 + 5)
             )
         )
     )
 
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, target, "party", timestamp=T0)))
+        delivery_of(inbound(payloads.text_message(WA, target, "party", timestamp=T0)))
     )
 
     stored = await message(db, target)
@@ -458,13 +446,13 @@ async def test_reactions_resolve_by_timestamp_not_arrival(
     second: tuple[str, int],
     emoji: str | None,
 ) -> None:
-    target = samples.new_wamid()
+    target = payloads.new_wamid()
     await processor.process(
-        delivery_of(inbound(samples.text_message(WA, target, "hi", timestamp=T0)))
+        delivery_of(inbound(payloads.text_message(WA, target, "hi", timestamp=T0)))
     )
     for face, seconds in (first, second):
-        reaction = samples.reaction_message(
-            WA, samples.new_wamid(), target, face, timestamp=T0 + seconds
+        reaction = payloads.reaction_message(
+            WA, payloads.new_wamid(), target, face, timestamp=T0 + seconds
         )
         await processor.process(delivery_of(inbound(reaction)))
 
@@ -492,14 +480,14 @@ async def test_statuses_only_move_forward_in_every_order(
     final: str,
 ) -> None:
     orders = list(itertools.permutations(sequence))
-    wamids = [samples.new_wamid() for _ in orders]
+    wamids = [payloads.new_wamid() for _ in orders]
     for i, wamid in enumerate(wamids):
         await store_outbound(db, channel, wamid, seconds=i)
     # Step k delivers, for every message, the k-th status of its own arrival order.
     for step in range(len(sequence)):
         body = statuses(
             *(
-                samples.status(wamid, order[step], WA, timestamp=T0 + 100 + step)
+                payloads.status(wamid, order[step], WA, timestamp=T0 + 100 + step)
                 for wamid, order in zip(wamids, orders, strict=True)
             )
         )
@@ -515,12 +503,12 @@ async def test_statuses_only_move_forward_in_every_order(
 async def test_a_failed_status_keeps_its_errors(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    wamid = samples.new_wamid()
+    wamid = payloads.new_wamid()
     await store_outbound(db, channel, wamid, seconds=0)
-    error = samples.meta_error(131047, "Re-engagement message", "More than 24 hours have passed")
+    error = payloads.meta_error(131047, "Re-engagement message", "More than 24 hours have passed")
 
     await processor.process(
-        delivery_of(statuses(samples.status(wamid, "failed", WA, errors=[error])))
+        delivery_of(statuses(payloads.status(wamid, "failed", WA, errors=[error])))
     )
 
     stored = await message(db, wamid)
@@ -534,12 +522,12 @@ async def test_a_failed_status_keeps_its_errors(
 async def test_a_status_before_its_message_is_applied_when_the_message_appears(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    wamid = samples.new_wamid()
+    wamid = payloads.new_wamid()
     await processor.process(
-        delivery_of(statuses(samples.status(wamid, "delivered", WA, timestamp=T0 + 2)))
+        delivery_of(statuses(payloads.status(wamid, "delivered", WA, timestamp=T0 + 2)))
     )
     await processor.process(
-        delivery_of(statuses(samples.status(wamid, "sent", WA, timestamp=T0 + 1)))
+        delivery_of(statuses(payloads.status(wamid, "sent", WA, timestamp=T0 + 1)))
     )
 
     await store_outbound(db, channel, wamid, seconds=0)
@@ -554,10 +542,10 @@ async def test_a_status_before_its_message_is_applied_when_the_message_appears(
 async def test_a_repeated_status_never_duplicates_history(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
-    wamid = samples.new_wamid()
+    wamid = payloads.new_wamid()
     await store_outbound(db, channel, wamid, seconds=0)
-    sent = samples.status(wamid, "sent", WA, timestamp=T0 + 1)
-    delivered = samples.status(wamid, "delivered", WA, timestamp=T0 + 2)
+    sent = payloads.status(wamid, "sent", WA, timestamp=T0 + 1)
+    delivered = payloads.status(wamid, "delivered", WA, timestamp=T0 + 2)
 
     # Different bodies (so the ledger cannot dedupe them) carrying the same statuses.
     for body in (statuses(sent), statuses(sent, delivered), statuses(delivered, sent)):
@@ -575,8 +563,8 @@ async def test_a_repeated_status_never_duplicates_history(
 async def test_an_unknown_channel_fails_and_a_replay_after_creating_it_succeeds(
     processor: WebhookProcessor, db: Database
 ) -> None:
-    wamid = samples.new_wamid()
-    body = samples.text_webhook(UNKNOWN_NUMBER, WA, "Ann", "early bird", wamid=wamid, timestamp=T0)
+    wamid = payloads.new_wamid()
+    body = payloads.text_webhook(UNKNOWN_NUMBER, WA, "Ann", "early bird", wamid=wamid, timestamp=T0)
 
     assert await processor.process(delivery_of(body)) is Outcome.FAILED
 
@@ -641,30 +629,30 @@ async def test_a_batch_of_entries_is_applied_whole(
 ) -> None:
     globex = await create_channel(db, tenant="globex", phone_number_id=GLOBEX_NUMBER)
     ann, bob = "4911111", "4922222"
-    outbound = samples.new_wamid()
+    outbound = payloads.new_wamid()
     await store_outbound(db, channel, outbound, seconds=0)
-    ann_wamids = [samples.new_wamid() for _ in range(2)]
-    bob_wamids = [samples.new_wamid() for _ in range(3)]
+    ann_wamids = [payloads.new_wamid() for _ in range(2)]
+    bob_wamids = [payloads.new_wamid() for _ in range(3)]
     body = entries(
-        samples.webhook(
+        payloads.webhook(
             ACME_NUMBER,
-            contacts=[samples.contact(ann, "Ann"), samples.contact(bob, "Bob")],
+            contacts=[payloads.contact(ann, "Ann"), payloads.contact(bob, "Bob")],
             messages=[
-                samples.text_message(ann, ann_wamids[0], "a0", timestamp=T0 + 1),
-                samples.text_message(bob, bob_wamids[0], "b0", timestamp=T0 + 2),
-                samples.text_message(ann, ann_wamids[1], "a1", timestamp=T0 + 3),
+                payloads.text_message(ann, ann_wamids[0], "a0", timestamp=T0 + 1),
+                payloads.text_message(bob, bob_wamids[0], "b0", timestamp=T0 + 2),
+                payloads.text_message(ann, ann_wamids[1], "a1", timestamp=T0 + 3),
             ],
             statuses=[
-                samples.status(outbound, "sent", WA, timestamp=T0 + 1),
-                samples.status(outbound, "delivered", WA, timestamp=T0 + 2),
+                payloads.status(outbound, "sent", WA, timestamp=T0 + 1),
+                payloads.status(outbound, "delivered", WA, timestamp=T0 + 2),
             ],
         ),
-        samples.webhook(
+        payloads.webhook(
             GLOBEX_NUMBER,
-            contacts=[samples.contact(bob, "Bob")],
+            contacts=[payloads.contact(bob, "Bob")],
             messages=[
-                samples.text_message(bob, bob_wamids[1], "b1", timestamp=T0 + 4),
-                samples.text_message(bob, bob_wamids[2], "b2", timestamp=T0 + 5),
+                payloads.text_message(bob, bob_wamids[1], "b1", timestamp=T0 + 4),
+                payloads.text_message(bob, bob_wamids[2], "b2", timestamp=T0 + 5),
             ],
         ),
     )
@@ -690,9 +678,9 @@ async def test_concurrent_deliveries_for_one_new_contact_make_one_conversation(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
     count = 20
-    wamids = [samples.new_wamid() for _ in range(count)]
+    wamids = [payloads.new_wamid() for _ in range(count)]
     bodies = [
-        inbound(samples.text_message(WA, wamid, f"m{i}", timestamp=T0 + i))
+        inbound(payloads.text_message(WA, wamid, f"m{i}", timestamp=T0 + i))
         for i, wamid in enumerate(wamids)
     ]
 
@@ -713,8 +701,8 @@ async def test_the_same_delivery_processed_concurrently_is_stored_once(
     processor: WebhookProcessor, db: Database, channel: Document
 ) -> None:
     # Two consumers can hold the same body at once (a redelivery while the first still runs).
-    wamid = samples.new_wamid()
-    body = inbound(samples.text_message(WA, wamid, "twice at once", timestamp=T0))
+    wamid = payloads.new_wamid()
+    body = inbound(payloads.text_message(WA, wamid, "twice at once", timestamp=T0))
     copies = 30
 
     outcomes = await asyncio.gather(

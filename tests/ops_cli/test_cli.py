@@ -13,12 +13,13 @@ import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
-from inbox_api.store.ledger import Ledger
-from inbox_common.broker.topology import Names, declare, topology
+from inbox_common.broker.topology import Names, declare, everything
 from inbox_common.contracts.delivery import WebhookDelivery
+from inbox_common.local.ports import free_port
 from inbox_common.store.migrations import apply_migrations
 from inbox_common.tokens import TOKEN_PREFIX, find_token
-from tests import infra
+from inbox_testkit import backends
+from inbox_testkit.store import record_webhook
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ async def test_token_create_prints_only_the_token(mongo_url: str, mongo_db_name:
 
 
 def test_bad_role_and_unreachable_store_fail_clearly(mongo_db_name: str) -> None:
-    unreachable = f"mongodb://127.0.0.1:{infra.free_port()}/?directConnection=true"
+    unreachable = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
     bad_role = inbox_ops(
         "token", "create", "--role", "root", "--tenant", "acme",
         mongo_url=unreachable, db=mongo_db_name,
@@ -117,19 +118,18 @@ def test_bad_role_and_unreachable_store_fail_clearly(mongo_db_name: str) -> None
 
 
 async def test_webhooks_replay_publishes_failed_events_again(
-    mongo_url: str, mongo_db_name: str, amqp_url: str, amqp_namespace: infra.AmqpNamespace
+    mongo_url: str, mongo_db_name: str, amqp_url: str, amqp_namespace: backends.AmqpNamespace
 ) -> None:
     amqp_namespace.track_topology()
     names = Names(amqp_namespace.name)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        await declare(channel, topology(names))
+        await declare(channel, everything(names))
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
         try:
             db = client[mongo_db_name]
             await apply_migrations(db)
-            ledger = Ledger(db)
             bodies = [f'{{"n":{n}}}'.encode() for n in range(3)]
             for n, body in enumerate(bodies):
                 delivery = WebhookDelivery(
@@ -138,10 +138,9 @@ async def test_webhooks_replay_publishes_failed_events_again(
                     received_at=datetime.now(UTC),
                     body=body,
                 )
-                await ledger.receive(delivery)
                 code = "unknown_channel" if n < 2 else "invalid_payload:schema"
-                await ledger.finish(
-                    delivery.sha256, status="failed", phone_number_ids=["42"], error={"code": code}
+                await record_webhook(
+                    db, delivery, status="failed", phone_number_ids=["42"], error={"code": code}
                 )
         finally:
             await client.close()

@@ -15,11 +15,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from inbox_common.broker.topology import Names
 from inbox_common.contracts.delivery import BATCH_HEADER, WebhookDelivery, deliveries_from_amqp
-from inbox_common.whatsapp import samples
+from inbox_common.local.ports import free_port
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, sign
 from inbox_ingest.app import WEBHOOK_PATH, create_app
 from inbox_ingest.settings import IngestSettings
-from tests import infra
+from inbox_sandbox import payloads
+from inbox_testkit import backends
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ async def _client(settings: IngestSettings) -> TestClient[web.Request, web.Appli
 
 @pytest.fixture
 async def ingest(
-    amqp_url: str, amqp_namespace: infra.AmqpNamespace
+    amqp_url: str, amqp_namespace: backends.AmqpNamespace
 ) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], aio_pika.abc.AbstractQueue]]:
     """A running ingest plus a probe queue bound to its exchange (sees every publish)."""
     amqp_namespace.track_topology()
@@ -116,7 +117,7 @@ async def test_the_rotation_secret_is_accepted(
     ingest: tuple[TestClient[web.Request, web.Application], aio_pika.abc.AbstractQueue],
 ) -> None:
     client, probe = ingest
-    body = orjson.dumps(samples.text_webhook("123", "4915", "Ann", "hi"))
+    body = orjson.dumps(payloads.text_webhook("123", "4915", "Ann", "hi"))
     response = await client.post(WEBHOOK_PATH, data=body, headers=_signed(body, OLD_SECRET))
     assert response.status == 200
     assert (await probe.get(timeout=5)).body == body
@@ -173,10 +174,10 @@ async def test_bodies_up_to_the_limit_pass_and_larger_are_413(
 
 
 async def test_broker_down_answers_503_and_health_down_but_livez_ok(namespace: str) -> None:
-    closed = f"amqp://guest:guest@127.0.0.1:{infra.free_port()}/"
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     client = await _client(_settings(closed, namespace))
     try:
-        body = orjson.dumps(samples.text_webhook("123", "4915", "Ann", "hi"))
+        body = orjson.dumps(payloads.text_webhook("123", "4915", "Ann", "hi"))
         response = await client.post(WEBHOOK_PATH, data=body, headers=_signed(body))
         assert response.status == 503
         assert (await response.json())["error"]["code"] == "broker_unavailable"
@@ -212,7 +213,7 @@ async def test_concurrent_requests_travel_in_micro_batches_each_keeping_its_iden
 ) -> None:
     client, probe = ingest
     bodies = [
-        orjson.dumps(samples.text_webhook("123", f"49{n}", "Ann", f"hi {n}")) for n in range(40)
+        orjson.dumps(payloads.text_webhook("123", f"49{n}", "Ann", f"hi {n}")) for n in range(40)
     ]
     responses = await asyncio.gather(
         *(client.post(WEBHOOK_PATH, data=b, headers=_signed(b)) for b in bodies)

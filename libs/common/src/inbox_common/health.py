@@ -19,8 +19,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from inbox_common import __version__
-from inbox_common.keys import HEALTH_CHECKS, METRICS_REGISTRY, SERVICE_NAME
-from inbox_common.metrics import metrics_handler
+from inbox_common.metrics import METRICS_REGISTRY, metrics_handler
 
 
 class Status(StrEnum):
@@ -56,6 +55,10 @@ class HealthCheck:
     probe: Probe
     critical: bool = True
     timeout: float = 2.0
+
+
+HEALTH_CHECKS: web.AppKey[dict[str, HealthCheck]] = web.AppKey("health_checks")
+SERVICE_NAME = web.AppKey("service_name", str)
 
 
 async def _run(check: HealthCheck) -> CheckResult:

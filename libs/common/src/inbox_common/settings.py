@@ -8,13 +8,25 @@ message that names the environment variable and says what to set.
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
+
+
+def url_with_scheme(*schemes: str) -> AfterValidator:
+    """A validator that accepts a URL only with one of ``schemes``."""
+    allowed = " or ".join(f"{scheme}://" for scheme in schemes)
+
+    def check(value: str) -> str:
+        if urlsplit(value).scheme not in schemes:
+            raise ValueError(f"must start with {allowed}")
+        return value
+
+    return AfterValidator(check)
 
 
 class LoggingSettings(BaseSettings):
@@ -36,7 +48,7 @@ class LoggingSettings(BaseSettings):
 class BrokerSettings(BaseSettings):
     model_config = _CONFIG
 
-    rabbitmq_url: str = Field(
+    rabbitmq_url: Annotated[str, url_with_scheme("amqp", "amqps")] = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         description="an amqp:// or amqps:// URL of the RabbitMQ broker",
     )
@@ -49,18 +61,11 @@ class BrokerSettings(BaseSettings):
         default=5.0, gt=0, le=60, description="seconds to wait for a publisher confirm"
     )
 
-    @field_validator("rabbitmq_url")
-    @classmethod
-    def _amqp_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"amqp", "amqps"}:
-            raise ValueError("must start with amqp:// or amqps://")
-        return value
-
 
 class MongoSettings(BaseSettings):
     model_config = _CONFIG
 
-    mongodb_url: str = Field(
+    mongodb_url: Annotated[str, url_with_scheme("mongodb", "mongodb+srv")] = Field(
         default="mongodb://127.0.0.1:27017/?directConnection=true",
         description="a mongodb:// or mongodb+srv:// URL",
     )
@@ -73,18 +78,23 @@ class MongoSettings(BaseSettings):
         default=5000, ge=100, le=120_000, description="server selection timeout in milliseconds"
     )
 
-    @field_validator("mongodb_url")
-    @classmethod
-    def _mongo_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"mongodb", "mongodb+srv"}:
-            raise ValueError("must start with mongodb:// or mongodb+srv://")
-        return value
-
 
 class HttpSettings(BaseSettings):
     model_config = _CONFIG
 
     http_host: str = Field(default="0.0.0.0", description="the address to listen on")
+
+
+class ServiceSettings(LoggingSettings, HttpSettings):
+    """What every service reads: its log format and where it listens.
+
+    Each service names its own port variable (``INBOX_API_PORT``...) and returns it from
+    :attr:`http_port`, so several services can share one environment.
+    """
+
+    @property
+    def http_port(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define http_port")
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -6,91 +6,56 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from inbox_api.channels import ChannelService
 from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import Stores, WebhookProcessor
-from inbox_api.keys import BROKER, CHANNELS, DB, INBOX, LEDGER, MONGO, NAMES, PUBLISHER, SETTINGS
+from inbox_api.conversations import ConversationService
+from inbox_api.keys import CHANNELS, CONVERSATIONS, WEBHOOK_LOGS
 from inbox_api.rest.auth import TOKEN_CACHE, TokenCache, auth_middleware
 from inbox_api.rest.handlers import add_routes
-from inbox_api.rest.openapi import OPENAPI_KEY, build_openapi
+from inbox_api.rest.openapi import OPENAPI, build_openapi
 from inbox_api.settings import InboxApiSettings
-from inbox_api.store.channels import Channels
 from inbox_api.store.inbox import Inbox
-from inbox_api.store.ledger import Ledger
-from inbox_common.broker.connection import Broker
-from inbox_common.broker.consumer import Consumer, ConsumerMetrics
-from inbox_common.broker.publisher import ConfirmedPublisher
-from inbox_common.broker.topology import Names, declare, topology
-from inbox_common.health import HealthCheck, setup_observability
-from inbox_common.http import error_middleware
-from inbox_common.keys import HEALTH_CHECKS, METRICS_REGISTRY
-from inbox_common.metrics import HttpMetrics, http_metrics_middleware
-from inbox_common.store.client import MongoProbe, create_client
+from inbox_api.webhook_logs import WebhookLogService
+from inbox_common.broker import topology
+from inbox_common.broker.connection import NAMES, broker_ctx
+from inbox_common.broker.consumer import Handler, consumer_ctx
+from inbox_common.broker.publisher import PUBLISHER, publisher_ctx
+from inbox_common.service import create_service_app
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import DATABASE, store_ctx
+from inbox_common.store.ledger import Ledger
 
 SERVICE = "inbox-api"
 
 
-async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    client = create_client(
-        settings.mongodb_url, app_name=SERVICE, timeout_ms=settings.mongodb_timeout_ms
-    )
-    db = client[settings.mongodb_db]
-    app[MONGO] = client
-    app[DB] = db
-    app[CHANNELS] = Channels(db)
-    app[INBOX] = Inbox(db)
-    app[LEDGER] = Ledger(db)
-    app[HEALTH_CHECKS]["mongodb"] = HealthCheck(MongoProbe(db, settings.mongodb_url))
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The REST API's services, over the store and the publisher."""
+    db = app[DATABASE]
+    ledger = Ledger(db)
+    app[CHANNELS] = ChannelService(Channels(db), ledger, app[PUBLISHER], app[NAMES])
+    app[CONVERSATIONS] = ConversationService(Inbox(db))
+    app[WEBHOOK_LOGS] = WebhookLogService(ledger)
     yield
-    await client.close()
 
 
-async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The broker connection and the webhook consumer (after the store is open)."""
-    settings = app[SETTINGS]
-    names = Names(settings.amqp_namespace)
-    broker = Broker(settings.rabbitmq_url, name=SERVICE)
-    # One confirm channel for dead letters and replays.
-    publisher = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
-    app[BROKER] = broker
-    app[PUBLISHER] = publisher
-    app[NAMES] = names
-    processor = WebhookProcessor(Stores(app[LEDGER], app[CHANNELS], app[INBOX]))
-    consumer = Consumer(
-        broker,
-        names.webhooks_queue,
-        WebhookHandler(processor),
-        dead_letter_exchange=names.dead_letter_exchange,
-        dead_letters=publisher,
-        metrics=ConsumerMetrics(app[METRICS_REGISTRY]),
-        prefetch=settings.inbox_consumer_prefetch,
-    )
-    # Without the broker the API still serves reads: degraded, not down.
-    app[HEALTH_CHECKS]["rabbitmq"] = HealthCheck(broker.probe, critical=False)
-    app[HEALTH_CHECKS]["webhook_consumer"] = HealthCheck(consumer.probe, critical=False)
-
-    async def setup() -> None:
-        channel = await broker.connection.channel()
-        await declare(channel, topology(names))
-        await publisher.start()
-        await consumer.start()
-
-    broker.start()
-    broker.when_connected(setup, what="webhook consumer")
-    yield
-    await consumer.stop()
-    await broker.close()
+def webhook_handler(app: web.Application) -> Handler:
+    return WebhookHandler(WebhookProcessor(Stores.of(app[DATABASE])))
 
 
 def create_app(settings: InboxApiSettings) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
-    app[SETTINGS] = settings
-    setup_observability(app, SERVICE)
-    app.middlewares.append(http_metrics_middleware(HttpMetrics(app[METRICS_REGISTRY])))
+    app = create_service_app(SERVICE)
     app.middlewares.append(auth_middleware)
     app[TOKEN_CACHE] = TokenCache()
-    app[OPENAPI_KEY] = build_openapi()
+    app[OPENAPI] = build_openapi()
     add_routes(app)
-    app.cleanup_ctx.append(mongo_ctx)
-    app.cleanup_ctx.append(consumer_ctx)
+    app.cleanup_ctx.append(store_ctx(settings, SERVICE))
+    # Without the broker the API still serves reads: degraded, not down.
+    app.cleanup_ctx.append(broker_ctx(settings, SERVICE, critical=False))
+    # Dead letters and replays go to the webhooks piece.
+    app.cleanup_ctx.append(publisher_ctx(settings, topology.webhooks))
+    app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(
+        consumer_ctx(topology.webhooks, webhook_handler, prefetch=settings.inbox_consumer_prefetch)
+    )
     return app

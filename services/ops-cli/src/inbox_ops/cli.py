@@ -11,9 +11,9 @@ from datetime import datetime
 from pymongo.errors import PyMongoError
 
 from inbox_common.logging import configure_logging
-from inbox_common.replay import ReplayFilter
 from inbox_common.settings import load_settings, redact_url
 from inbox_common.store.client import create_client
+from inbox_common.store.ledger import LedgerFilter
 from inbox_common.tokens import Role
 from inbox_ops.db import db_deploy
 from inbox_ops.settings import OpsSettings
@@ -75,7 +75,7 @@ async def _with_store(args: argparse.Namespace, settings: OpsSettings) -> int:
         if args.command == "db-deploy":
             return await db_deploy(db, check=args.check)
         if args.command == "webhooks":
-            selection = ReplayFilter(
+            selection = LedgerFilter(
                 status=args.status,
                 error_code=args.error_code,
                 phone_number_id=args.phone_number_id,

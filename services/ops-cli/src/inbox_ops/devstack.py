@@ -9,12 +9,10 @@ keeps working with the same curl commands.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shlex
 import signal
-import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,12 +20,14 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from inbox_common.local.ports import tcp_accepts
+from inbox_common.local.processes import ServiceProcess, print_line, wait_http
+from inbox_common.local.secantus import SecantusServer
 from inbox_common.settings import redact_url
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
 from inbox_common.tokens import Role, create_token, find_token
-from inbox_common.whatsapp import samples, signature
-from inbox_ops.processes import ServiceProcess, print_line, wait_healthy
+from inbox_common.whatsapp import signature
 
 DEV_TENANT = "dev"
 DEV_PHONE_NUMBER_ID = "100000000000001"
@@ -35,23 +35,12 @@ DEV_DISPLAY_NUMBER = "+1 555 010 0001"
 
 
 def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return not tcp_accepts("127.0.0.1", port)
 
 
 def _tcp_reachable(url: str) -> bool:
     parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
-            return True
-    except OSError:
-        return False
+    return tcp_accepts(parts.hostname or "127.0.0.1", parts.port or 5672, timeout=2)
 
 
 class DevStack:
@@ -59,7 +48,7 @@ class DevStack:
         self.state = state_dir
         self.env = dict(os.environ)
         self.children: list[ServiceProcess] = []
-        self.mongo: ServiceProcess | None = None
+        self.mongo: SecantusServer | None = None
 
     def _persistent_secret(self, variable: str, filename: str) -> None:
         if self.env.get(variable):
@@ -97,34 +86,17 @@ class DevStack:
     async def start_store(self) -> None:
         if self.env.get("MONGODB_URL"):
             return
-        server = Path(sys.executable).parent / "secantusd-py"
-        if not server.exists():
-            raise SystemExit(f"{server} is missing; run `uv sync` (SecantusDB is a dev dependency)")
-        port = 27017 if _port_free(27017) else _free_port()
-        data = self.state / "mongo-data"
-        data.mkdir(exist_ok=True)
-        self.mongo = ServiceProcess(
-            "secantusdb",
-            [str(server), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data)],
-            env=self.env,
+        self.mongo = SecantusServer(
+            self.state,
+            port=27017 if _port_free(27017) else None,
+            data_dir=self.state / "mongo-data",
         )
-        await self.mongo.start()
-        # retryWrites=false: see inbox_common.store.client.create_client.
-        self.env["MONGODB_URL"] = (
-            f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
-        )
-        client = create_client(self.env["MONGODB_URL"], app_name="inbox-ops-dev", timeout_ms=500)
         try:
-            for _ in range(120):
-                with contextlib.suppress(Exception):
-                    await client.admin.command("ping")
-                    return
-                if not self.mongo.running:
-                    break
-                await asyncio.sleep(0.25)
-            raise SystemExit(f"SecantusDB did not start on port {port}; see its lines above")
-        finally:
-            await client.close()
+            await self.mongo.start_and_wait(timeout=30)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"SecantusDB did not start: {exc}") from None
+        print_line("secantusdb", f"listening on port {self.mongo.port}; log {self.mongo.log_path}")
+        self.env["MONGODB_URL"] = self.mongo.url
 
     async def prepare_store(self) -> str:
         """Apply the migrations; return an admin token (kept in the state directory)."""
@@ -153,7 +125,7 @@ class DevStack:
             await child.start()
             self.children.append(child)
             url = f"http://127.0.0.1:{self.env[port_variable]}/api/health"
-            await wait_healthy(url, timeout=60, process=child)
+            await wait_http(url, timeout=60, process=child)
 
     async def seed_channel(self, token: str) -> None:
         body = {
@@ -172,7 +144,9 @@ class DevStack:
                 raise SystemExit(f"could not create the dev channel: {await resp.text()}")
 
     def write_sample(self) -> tuple[Path, str]:
-        payload = samples.text_webhook(
+        from inbox_sandbox import payloads  # a dev tool: not installed with the ops command
+
+        payload = payloads.text_webhook(
             DEV_PHONE_NUMBER_ID, "15551234567", "Dev Customer", "Hello from the sample webhook"
         )
         body = orjson.dumps(payload)
@@ -215,7 +189,7 @@ class DevStack:
         for child in self.children:
             await child.stop()
         if self.mongo is not None:
-            await self.mongo.stop()
+            await self.mongo.stop_async()
 
 
 async def _run(state_dir: Path) -> int:

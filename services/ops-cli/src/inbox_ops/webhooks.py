@@ -7,15 +7,17 @@ import sys
 from inbox_common.broker.connection import Broker
 from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
 from inbox_common.broker.topology import Names
-from inbox_common.replay import ReplayFilter, count_replayable, replay_webhooks
+from inbox_common.replay import replay_webhooks
 from inbox_common.store.client import Database
+from inbox_common.store.ledger import Ledger, LedgerFilter
 from inbox_ops.settings import OpsSettings
 
 
 async def webhooks_replay(
-    db: Database, settings: OpsSettings, selection: ReplayFilter, *, dry_run: bool
+    db: Database, settings: OpsSettings, selection: LedgerFilter, *, dry_run: bool
 ) -> int:
-    matching = await count_replayable(db, selection)
+    ledger = Ledger(db)
+    matching = await ledger.count(selection)
     if dry_run or matching == 0:
         outcome = "nothing replayed (dry run)" if dry_run else "nothing to replay"
         print(f"{matching} event(s) match; {outcome}")
@@ -26,7 +28,9 @@ async def webhooks_replay(
         await broker.wait_connected(timeout=10)
         publisher = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
         await publisher.start()
-        replayed = await replay_webhooks(db, publisher, Names(settings.amqp_namespace), selection)
+        replayed = await replay_webhooks(
+            ledger, publisher, Names(settings.amqp_namespace), selection
+        )
     except (PublishFailedError, ConnectionError) as exc:
         print(f"replay stopped: {exc}; run it again once RabbitMQ is reachable", file=sys.stderr)
         return 4

@@ -1,18 +1,14 @@
-"""``webhook-ingest``: read the settings, configure logging, serve."""
+"""``webhook-ingest``: see ``inbox_ingest.app``."""
 
 from __future__ import annotations
 
-from inbox_common.logging import configure_logging
-from inbox_common.runner import serve
-from inbox_common.settings import load_settings
+from inbox_common.service import run
 from inbox_ingest.app import create_app
 from inbox_ingest.settings import IngestSettings
 
 
 def main() -> None:
-    settings = load_settings(IngestSettings)
-    configure_logging(settings.log_level, settings.log_format)
-    serve(create_app(settings), host=settings.http_host, port=settings.webhook_ingest_port)
+    run(IngestSettings, create_app)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import time
 from datetime import UTC, datetime
@@ -14,8 +13,8 @@ from inbox_common.broker.publisher import PublishFailedError
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.http import REQUEST_ID, ApiError
 from inbox_common.logging import bind_message_context, get_logger
-from inbox_common.whatsapp.signature import SIGNATURE_HEADER, verify
-from inbox_ingest.keys import METRICS, SETTINGS, WEBHOOK_PUBLISHER
+from inbox_common.whatsapp.signature import SIGNATURE_HEADER
+from inbox_ingest.keys import INGEST
 
 log = get_logger(__name__)
 
@@ -26,12 +25,10 @@ _ACCEPTED = b'{"status":"accepted"}'
 
 async def verify_subscription(request: web.Request) -> web.Response:
     """``GET /webhooks/whatsapp``: echo ``hub.challenge`` when the verify token matches."""
-    expected = request.app[SETTINGS].whatsapp_webhook_verify_token.get_secret_value()
+    expected = request.app[INGEST].verify_token
     query = request.query
     token = query.get("hub.verify_token", "")
-    if query.get("hub.mode") == "subscribe" and hmac.compare_digest(
-        token.encode(), expected.encode()
-    ):
+    if query.get("hub.mode") == "subscribe" and hmac.compare_digest(token.encode(), expected):
         log.info("webhook.subscription_verified")
         return web.Response(text=query.get("hub.challenge", ""), content_type="text/plain")
     log.warning("webhook.subscription_refused", mode=query.get("hub.mode"))
@@ -43,23 +40,16 @@ async def verify_subscription(request: web.Request) -> web.Response:
     )
 
 
-def _digest_and_verify(body: bytes, header: str | None, secrets: list[bytes]) -> str | None:
-    if not verify(body, header, secrets):
-        return None
-    return hashlib.sha256(body).hexdigest()
-
-
 async def receive_event(request: web.Request) -> web.Response:
     """``POST /webhooks/whatsapp``: 200 only once RabbitMQ confirmed the raw body."""
-    app = request.app
-    metrics = app[METRICS]
+    ingest = request.app[INGEST]
+    metrics = ingest.metrics
     body = await request.read()
     header = request.headers.get(SIGNATURE_HEADER)
-    secrets = app[SETTINGS].webhook_secrets
     if len(body) > _THREAD_HASH_BYTES:
-        sha256 = await asyncio.to_thread(_digest_and_verify, body, header, secrets)
+        sha256 = await asyncio.to_thread(ingest.digest_if_signed, body, header)
     else:
-        sha256 = _digest_and_verify(body, header, secrets)
+        sha256 = ingest.digest_if_signed(body, header)
     if sha256 is None:
         metrics.bad_signature.inc()
         log.warning(
@@ -82,7 +72,7 @@ async def receive_event(request: web.Request) -> web.Response:
     )
     started = time.perf_counter()
     try:
-        await app[WEBHOOK_PUBLISHER].publish(delivery)
+        await ingest.publisher.publish(delivery)
     except PublishFailedError as exc:
         metrics.received.labels(f"publish_{exc.reason}").inc()
         log.warning("webhook.publish_failed", reason=exc.reason, error=str(exc))

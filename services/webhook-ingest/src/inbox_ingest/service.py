@@ -8,16 +8,42 @@ is published as a one-body message.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from inbox_common.batching import Coalescer
 from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import WebhookDelivery, batch_message
+from inbox_common.whatsapp.signature import verify
+from inbox_ingest.metrics import IngestMetrics
+from inbox_ingest.settings import IngestSettings
 
 MAX_BATCH_BODIES = 64
 # Above this, a body travels alone: big batches would delay their neighbours' confirms.
 MAX_BATCHED_BODY_BYTES = 64 * 1024
+
+
+class WebhookIngest:
+    """What the webhook endpoint does: check a body's signature, publish it."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        publisher: ConfirmedPublisher,
+        names: Names,
+        metrics: IngestMetrics,
+    ) -> None:
+        self.verify_token = settings.whatsapp_webhook_verify_token.get_secret_value().encode()
+        self._secrets = settings.webhook_secrets
+        self.metrics = metrics
+        self.publisher = WebhookPublisher(publisher, names)
+
+    def digest_if_signed(self, body: bytes, header: str | None) -> str | None:
+        """The body's sha256 when ``header`` signs it under one of the app secrets."""
+        if not verify(body, header, self._secrets):
+            return None
+        return hashlib.sha256(body).hexdigest()
 
 
 class WebhookPublisher:

@@ -6,12 +6,12 @@ from functools import cached_property
 
 from pydantic import Field, SecretStr, field_validator
 
-from inbox_common.settings import BrokerSettings, HttpSettings, LoggingSettings, split_secrets
+from inbox_common.settings import BrokerSettings, ServiceSettings, split_secrets
 
 MiB = 1024 * 1024
 
 
-class IngestSettings(BrokerSettings, HttpSettings, LoggingSettings):
+class IngestSettings(BrokerSettings, ServiceSettings):
     webhook_ingest_port: int = Field(default=8080, ge=1, le=65535, description="a TCP port")
     whatsapp_webhook_secret: SecretStr = Field(
         description="Meta's app secret (two comma-separated secrets during a rotation)"
@@ -32,6 +32,10 @@ class IngestSettings(BrokerSettings, HttpSettings, LoggingSettings):
         if not value.get_secret_value().strip(" ,"):
             raise ValueError("must not be empty")
         return value
+
+    @property
+    def http_port(self) -> int:
+        return self.webhook_ingest_port
 
     @cached_property
     def webhook_secrets(self) -> list[bytes]:

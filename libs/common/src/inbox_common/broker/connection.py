@@ -2,21 +2,25 @@
 
 The service starts (and answers ``/livez``) while the broker is still unreachable; the
 connection keeps retrying in the background and its state feeds the health check.
+:func:`broker_ctx` is the resource of a service: the :class:`Broker` under :data:`BROKER`
+and the namespace's names under :data:`NAMES`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 from yarl import URL
 
-from inbox_common.health import CheckResult, Status
+from inbox_common.broker.topology import Names
+from inbox_common.health import HEALTH_CHECKS, CheckResult, HealthCheck, Status
 from inbox_common.logging import get_logger
-from inbox_common.settings import redact_url
+from inbox_common.service import CleanupCtx
+from inbox_common.settings import BrokerSettings, redact_url
 
 log = get_logger(__name__)
 
@@ -109,12 +113,21 @@ class Broker:
         return CheckResult(status=Status.DOWN, detail="not connected to RabbitMQ; reconnecting")
 
 
-@asynccontextmanager
-async def broker_connection(url: str, *, name: str) -> AsyncIterator[Broker]:
-    """A started :class:`Broker`, closed on exit."""
-    broker = Broker(url, name=name)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
+BROKER = web.AppKey("broker", Broker)
+NAMES = web.AppKey("names", Names)
+
+
+def broker_ctx(settings: BrokerSettings, name: str, *, critical: bool = True) -> CleanupCtx:
+    """The broker resource: a connection that keeps retrying in the background, and the
+    ``rabbitmq`` health check (``critical``: the service is down without it)."""
+
+    async def broker(app: web.Application) -> AsyncIterator[None]:
+        connection = Broker(settings.rabbitmq_url, name=name)
+        app[BROKER] = connection
+        app[NAMES] = Names(settings.amqp_namespace)
+        app[HEALTH_CHECKS]["rabbitmq"] = HealthCheck(connection.probe, critical=critical)
+        connection.start()
+        yield
+        await connection.close()
+
+    return broker

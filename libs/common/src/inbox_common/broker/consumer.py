@@ -4,31 +4,42 @@ The handler raises :class:`~inbox_common.errors.PermanentError` for a message th
 succeed (it is dead-lettered with the reason, then acked) and
 :class:`~inbox_common.errors.TransientError` when a dependency is down (retried in process
 with backoff while the message stays unacked; after ``max_attempts`` it is returned to the
-queue, whose delivery limit eventually dead-letters it). Nothing is acked before the handler
-returned, so a crash anywhere means redelivery, never loss.
+queue). Anything else is a bug: logged with its traceback, counted in
+``consumer_crashes_total``, shown in the consumer's health, and the message goes back to the
+queue (never dead-lettered as bad input by us; past the queue's delivery limit RabbitMQ
+parks it in the dead-letter queue, from where it is replayed after the fix). Nothing is
+acked before the handler returned, so a crash anywhere means redelivery, never loss.
+
+:func:`consumer_ctx` is the resource of a service: one consumer of one piece of the
+topology, declared by the consumer itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from inbox_common.broker.connection import Broker
-from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
+from inbox_common.broker.connection import BROKER, NAMES, Broker
+from inbox_common.broker.publisher import PUBLISHER, ConfirmedPublisher, PublishFailedError
+from inbox_common.broker.topology import Piece, declare
 from inbox_common.errors import PermanentError, TransientError
-from inbox_common.health import CheckResult, Status
+from inbox_common.health import HEALTH_CHECKS, CheckResult, HealthCheck, Status
 from inbox_common.logging import get_logger
-from inbox_common.metrics import LATENCY_BUCKETS
+from inbox_common.metrics import LATENCY_BUCKETS, METRICS_REGISTRY
+from inbox_common.service import CleanupCtx
 
 log = get_logger(__name__)
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+HandlerFactory = Callable[[web.Application], Handler]
 
 REASON_HEADER = "x-inbox-dead-letter-reason"
 QUEUE_HEADER = "x-inbox-source-queue"
@@ -49,6 +60,18 @@ class ConsumerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.crashes = Counter(
+            "consumer_crashes_total",
+            "Handler bugs (exceptions outside the error tree), by exception type",
+            ["queue", "exception"],
+            registry=registry,
+        )
+
+
+CONSUMER_METRICS = web.AppKey("consumer_metrics", ConsumerMetrics)
+
+# A crash within this many seconds keeps the consumer's health degraded.
+CRASH_MEMORY_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +110,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._last_crash: tuple[float, str] | None = None
 
     async def start(self) -> None:
         """Open a channel with bounded prefetch and start consuming (waits for the broker)."""
@@ -148,11 +172,13 @@ class Consumer:
             await message.nack(requeue=True)
             return "requeued"
         except Exception as exc:
-            # A bug, not the message's fault as far as we know: requeue, and let the queue's
-            # delivery limit dead-letter it if it keeps failing.
-            log.exception("consumer.handler_crashed", queue=self.queue_name)
+            # A bug, not the message's fault as far as we know: loud, and requeued.
+            name = type(exc).__name__[:60]
+            log.exception("consumer.handler_crashed", queue=self.queue_name, exception=name)
+            self._metrics.crashes.labels(self.queue_name, name).inc()
+            self._last_crash = (time.monotonic(), f"{name}: {exc}"[:200])
             await message.nack(requeue=True)
-            return f"crashed:{type(exc).__name__}"[:40]
+            return "crashed"
         await message.ack()
         return "acked"
 
@@ -184,6 +210,14 @@ class Consumer:
             return CheckResult(status=Status.DOWN, detail=f"not consuming {self.queue_name} yet")
         if self._channel.is_closed or not self._broker.connected:
             return CheckResult(status=Status.DOWN, detail=f"consumer of {self.queue_name} is down")
+        if self._last_crash is not None:
+            at, what = self._last_crash
+            ago = time.monotonic() - at
+            if ago < CRASH_MEMORY_SECONDS:
+                return CheckResult(
+                    status=Status.DEGRADED,
+                    detail=f"the handler crashed {ago:.0f}s ago ({what}); see the error log",
+                )
         return CheckResult(status=Status.OK)
 
 
@@ -199,10 +233,60 @@ def _republishable(value: Any) -> Any:
     return value
 
 
-def delivery_attempt(message: AbstractIncomingMessage) -> int:
-    """1 for a first delivery; quorum queues count earlier returns in x-delivery-count."""
-    count = (message.headers or {}).get("x-delivery-count")
-    return int(count) + 1 if isinstance(count, int) else (2 if message.redelivered else 1)
+def consumer_ctx(
+    piece: Piece,
+    handler: HandlerFactory,
+    *,
+    prefetch: int,
+    critical: bool = False,
+    retry: RetryPolicy | None = None,
+) -> CleanupCtx:
+    """The consumer resource of ``piece``'s queue: declared, then consumed with the handler
+    ``handler(app)`` builds; poison goes out through the service's :data:`PUBLISHER`.
+
+    Needs :func:`broker_ctx` and :func:`publisher_ctx` (for dead letters) before it, and
+    whatever the handler factory reads from the app. Its health check is
+    ``<label>_consumer``.
+    """
+
+    async def consumer(app: web.Application) -> AsyncIterator[None]:
+        broker, names = app[BROKER], app[NAMES]
+        spec = piece(names)
+        if spec.consumed is None:
+            raise ValueError(f"the {spec.label or 'given'} piece has no queue to consume")
+        if PUBLISHER not in app:
+            raise RuntimeError("consumer_ctx needs publisher_ctx before it (dead letters)")
+        if CONSUMER_METRICS not in app:
+            app[CONSUMER_METRICS] = ConsumerMetrics(app[METRICS_REGISTRY])
+        running = Consumer(
+            broker,
+            spec.consumed,
+            handler(app),
+            dead_letter_exchange=names.dead_letter_exchange,
+            dead_letters=app[PUBLISHER],
+            metrics=app[CONSUMER_METRICS],
+            prefetch=prefetch,
+            retry=retry,
+        )
+        app[HEALTH_CHECKS][f"{spec.label}_consumer"] = HealthCheck(running.probe, critical=critical)
+
+        async def setup() -> None:
+            await declare(await broker.connection.channel(), spec)
+            await running.start()
+
+        broker.when_connected(setup, what=f"{spec.label} consumer")
+        yield
+        await running.stop()
+
+    return consumer
 
 
-__all__ = ["Consumer", "ConsumerMetrics", "Handler", "RetryPolicy", "delivery_attempt"]
+__all__ = [
+    "CONSUMER_METRICS",
+    "Consumer",
+    "ConsumerMetrics",
+    "Handler",
+    "HandlerFactory",
+    "RetryPolicy",
+    "consumer_ctx",
+]

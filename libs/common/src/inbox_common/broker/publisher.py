@@ -2,27 +2,33 @@
 
 Publishes from concurrent callers share one confirm channel and are pipelined on it (each
 waits only for its own confirm); there is no lock around publish + confirm.
+:func:`publisher_ctx` is the resource of a service: it declares the pieces of the topology
+the service publishes to, then opens the confirm channel (:data:`PUBLISHER`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, HeadersType
+from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import (
     CONNECTION_EXCEPTIONS,
     ChannelNotFoundEntity,
     DeliveryError,
     PublishError,
 )
+from aiohttp import web
 
-from inbox_common.broker.connection import Broker
+from inbox_common.broker.connection import BROKER, NAMES, Broker
+from inbox_common.broker.topology import Piece, Topology, declare
 from inbox_common.logging import get_logger
+from inbox_common.service import CleanupCtx
+from inbox_common.settings import BrokerSettings
 
 log = get_logger(__name__)
 
@@ -155,9 +161,26 @@ class ConfirmedPublisher:
         return self._channel is not None and self._channel.is_closed and self._broker.connected
 
 
-def header_str(headers: HeadersType, name: str) -> str | None:
-    """A header as text (AMQP delivers string headers as bytes or str)."""
-    value = headers.get(name)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return None if value is None else str(value)
+PUBLISHER = web.AppKey("publisher", ConfirmedPublisher)
+
+
+def publisher_ctx(settings: BrokerSettings, *pieces: Piece) -> CleanupCtx:
+    """The publisher resource: once connected, declare ``pieces`` (what the service
+    publishes to) and open the confirm channel. Needs :func:`broker_ctx` before it."""
+
+    async def publisher(app: web.Application) -> AsyncIterator[None]:
+        broker, names = app[BROKER], app[NAMES]
+        confirmed = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
+        app[PUBLISHER] = confirmed
+        spec = Topology((), ())
+        for piece in pieces:
+            spec = spec + piece(names)
+
+        async def setup() -> None:
+            await declare(await broker.connection.channel(), spec)
+            await confirmed.start()
+
+        broker.when_connected(setup, what="publisher")
+        yield
+
+    return publisher

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 
 __all__ = [
-    "PREVIEW_MAX_CHARS",
+    "MEDIA_TYPES",
     "ButtonContent",
     "Change",
     "ChangeEvent",
@@ -45,8 +45,6 @@ __all__ = [
     "iter_changes",
     "parse_envelope",
 ]
-
-PREVIEW_MAX_CHARS = 200
 
 # Twelve digits reach the year 33658; longer strings are not timestamps and must not be fed
 # to int() (Python refuses to convert more than 4300 digits).
@@ -195,9 +193,9 @@ class ReactionContent(_MetaObject):
     emoji: str | None = None
 
 
-_MEDIA_TYPES = frozenset({"image", "video", "audio", "sticker", "document"})
+MEDIA_TYPES = frozenset({"image", "video", "audio", "sticker", "document"})
 # Fields of InboundMessage that hold the object named by ``type``.
-_CONTENT_FIELDS = _MEDIA_TYPES | {
+_CONTENT_FIELDS = MEDIA_TYPES | {
     "text", "location", "contacts", "interactive", "button", "reaction", "system", "order",
 }  # fmt: skip
 
@@ -250,14 +248,6 @@ class InboundMessage(_MetaObject):
         return content
 
     @property
-    def preview(self) -> str:
-        """A one-line summary for the conversation list, at most 200 characters."""
-        text = " ".join(self._describe().split())
-        if len(text) > PREVIEW_MAX_CHARS:
-            text = text[: PREVIEW_MAX_CHARS - 1] + "…"
-        return text
-
-    @property
     def reply_to(self) -> str | None:
         """The wamid this message quotes, if any."""
         return self.context.id if self.context is not None else None
@@ -266,47 +256,6 @@ class InboundMessage(_MetaObject):
     def is_reaction_removal(self) -> bool:
         """Whether this is a reaction whose emoji was taken back."""
         return self.type == "reaction" and not (self.reaction and self.reaction.emoji)
-
-    def _describe(self) -> str:
-        if self.type in _MEDIA_TYPES:
-            return self._describe_media()
-        match self.type:
-            case "text":
-                return self.text.body if self.text and self.text.body else "[text]"
-            case "location":
-                place = self.location.name or self.location.address if self.location else None
-                return f"[location] {place}" if place else "[location]"
-            case "contacts":
-                return _describe_contacts(self.contacts or [])
-            case "interactive":
-                return _describe_interactive(self.interactive)
-            case "button":
-                label = self.button.text or self.button.payload if self.button else None
-                return label or "[button]"
-            case "reaction":
-                emoji = self.reaction.emoji if self.reaction else None
-                return f"[reaction] {emoji}" if emoji else "[reaction removed]"
-            case "unsupported":
-                return "[unsupported message]"
-            case "system":
-                body = (self.system or {}).get("body")
-                return body if isinstance(body, str) and body else "[system]"
-            case "order":
-                items = (self.order or {}).get("product_items")
-                return f"[order] {len(items)} items" if isinstance(items, list) else "[order]"
-        return f"[{self.type}]"
-
-    def _describe_media(self) -> str:
-        media: MediaContent | None = getattr(self, self.type)
-        if media is None:
-            return f"[{self.type}]"
-        if media.caption:
-            return media.caption
-        if self.type == "audio" and media.voice:
-            return "[voice message]"
-        if self.type == "document" and media.filename:
-            return f"[document] {media.filename}"
-        return f"[{self.type}]"
 
 
 def _as_json(value: object) -> Any:
@@ -317,26 +266,6 @@ def _as_json(value: object) -> Any:
     if isinstance(value, dict):
         return dict(value)
     return value
-
-
-def _describe_contacts(cards: list[dict[str, Any]]) -> str:
-    if not cards:
-        return "[contact]"
-    name = cards[0].get("name")
-    formatted = name.get("formatted_name") if isinstance(name, dict) else None
-    text = f"[contact] {formatted}" if isinstance(formatted, str) and formatted else "[contact]"
-    return f"{text} (+{len(cards) - 1} more)" if len(cards) > 1 else text
-
-
-def _describe_interactive(interactive: InteractiveContent | None) -> str:
-    if interactive is None:
-        return "[interactive]"
-    reply = interactive.button_reply or interactive.list_reply
-    if reply is not None and reply.title:
-        return reply.title
-    if interactive.nfm_reply is not None:
-        return "[form response]"
-    return "[interactive]"
 
 
 class MessageStatus(_MetaObject):

@@ -1,19 +1,25 @@
-"""The MongoDB client (PyMongo's asyncio API) and its health probe."""
+"""The MongoDB client (PyMongo's asyncio API), its health probe, and the store resource of
+a service (:func:`store_ctx`, the database under :data:`DATABASE`)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from inbox_common.health import CheckResult, Status
-from inbox_common.settings import redact_url
+from inbox_common.health import HEALTH_CHECKS, CheckResult, HealthCheck, Status
+from inbox_common.service import CleanupCtx
+from inbox_common.settings import MongoSettings, redact_url
 
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
+
+DATABASE: web.AppKey[Database] = web.AppKey("database")
 
 # Errors after which the same write can succeed once the store is back.
 TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure,)
@@ -67,3 +73,22 @@ class MongoProbe:
                 status=Status.DOWN, detail=f"MongoDB at {self._where}: {type(exc).__name__}"
             )
         return CheckResult(status=Status.OK)
+
+
+def store_ctx(settings: MongoSettings, app_name: str, *, critical: bool = True) -> CleanupCtx:
+    """The store resource: the client opened lazily, the database under :data:`DATABASE`,
+    and the ``mongodb`` health check (``critical``: the service is down without it)."""
+
+    async def store(app: web.Application) -> AsyncIterator[None]:
+        client = create_client(
+            settings.mongodb_url, app_name=app_name, timeout_ms=settings.mongodb_timeout_ms
+        )
+        db = client[settings.mongodb_db]
+        app[DATABASE] = db
+        app[HEALTH_CHECKS]["mongodb"] = HealthCheck(
+            MongoProbe(db, settings.mongodb_url), critical=critical
+        )
+        yield
+        await client.close()
+
+    return store

@@ -1,1 +1,1 @@
-"""WhatsApp Cloud API specifics: webhook signatures and Meta-format sample payloads."""
+"""WhatsApp Cloud API specifics: webhook signatures (and, as it grows, the Cloud API client)."""

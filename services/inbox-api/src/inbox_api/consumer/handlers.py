@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from bson.errors import BSONError
 from pymongo.errors import PyMongoError
 
 from inbox_api.consumer.service import WebhookProcessor
@@ -50,7 +51,7 @@ class WebhookHandler:
             if is_transient(exc):
                 raise TransientError("store_unavailable", f"MongoDB: {exc}") from exc
             raise PermanentError("store_rejected", f"MongoDB refused the write: {exc}") from exc
-        except (ValueError, OverflowError, TypeError) as exc:
-            # Data the store cannot take even as a failure record (e.g. an out-of-range
-            # receive time): it can never succeed, so it is dead-lettered, not requeued.
+        except (BSONError, OverflowError) as exc:
+            # Data BSON cannot encode even as a failure record: it can never succeed, so it
+            # is dead-lettered with the reason, not requeued.
             raise PermanentError("store_rejected", f"{type(exc).__name__}: {exc}") from exc

@@ -21,9 +21,8 @@ from bson.errors import BSONError
 from pymongo.errors import PyMongoError
 
 from inbox_api.consumer.statuses import rank
-from inbox_api.store.channels import Channels
+from inbox_api.previews import clip, preview
 from inbox_api.store.inbox import Inbox, Touch, Writes, reaction_op, status_op
-from inbox_api.store.ledger import FAILED, PROCESSED, Fate, Ledger
 from inbox_api.store.storable import TOO_DEEP, storable
 from inbox_common.batching import Coalescer
 from inbox_common.contracts.delivery import WebhookDelivery
@@ -36,7 +35,9 @@ from inbox_common.contracts.webhook import (
     parse_envelope,
 )
 from inbox_common.logging import get_logger
-from inbox_common.store.client import Document, is_transient
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import Database, Document, is_transient
+from inbox_common.store.ledger import FAILED, PROCESSED, Fate, Ledger
 
 log = get_logger(__name__)
 
@@ -44,8 +45,11 @@ MAX_BATCH = 256
 
 
 # What the store (or BSON) raises for data it will not take: such a body is recorded as
-# failed, alone, and its batch goes on. Anything else is a bug and fails the batch (requeued).
-REFUSALS = (PyMongoError, BSONError, OverflowError, ValueError)
+# failed, alone, and its batch goes on. BSON raises OverflowError for an integer beyond 64
+# bits. Anything else (TypeError, KeyError, ValueError...) is a bug: it is not the input's
+# fault, so it never marks a body failed; its batch-mates are applied without it, and it is
+# raised for the consumer to log, count and requeue.
+REFUSALS = (PyMongoError, BSONError, OverflowError)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -63,6 +67,10 @@ class Stores:
     ledger: Ledger
     channels: Channels
     inbox: Inbox
+
+    @classmethod
+    def of(cls, db: Database) -> Stores:
+        return cls(Ledger(db), Channels(db), Inbox(db))
 
 
 @dataclass(slots=True)
@@ -86,7 +94,8 @@ class WebhookProcessor:
         return await self._batches.submit(delivery)
 
     async def _flush(self, deliveries: Sequence[WebhookDelivery]) -> list[Outcome | BaseException]:
-        """Process a batch; a body the store refuses must not hold back the others."""
+        """Process a batch; a body the store refuses (or that trips a bug) must not hold back
+        the others."""
         try:
             return list(await self.process_many(deliveries))
         except REFUSALS as exc:
@@ -94,6 +103,10 @@ class WebhookProcessor:
                 raise  # the store is down: every body of the batch waits for it
             if len(deliveries) == 1:
                 return [await self._refused(deliveries[0], exc)]
+        except Exception as exc:
+            if len(deliveries) == 1:
+                _log_crash(deliveries[0], exc)
+                raise  # a bug: the consumer logs it with its traceback and requeues
         results: list[Outcome | BaseException] = []
         for delivery in deliveries:  # find the body at fault: each on its own
             try:
@@ -101,6 +114,7 @@ class WebhookProcessor:
             except REFUSALS as exc:
                 results.append(exc if _transient(exc) else await self._refused(delivery, exc))
             except Exception as exc:
+                _log_crash(delivery, exc)
                 results.append(exc)
         return results
 
@@ -155,10 +169,20 @@ class WebhookProcessor:
             )
         body = _Body()
         for change in iter_changes(envelope):
-            await self._plan_change(change, body, writes)
+            await self._plan_change(change, body, writes, ids)
         if body.unknown:
             numbers = ", ".join(sorted(set(body.unknown)))
-            log.warning("webhook.unknown_channel", phone_number_ids=numbers, **ids)
+            wamids = [
+                wamid
+                for change in iter_changes(envelope)
+                for wamid in (
+                    *(m.id for m in change.messages),
+                    *(s.id for s in change.statuses),
+                )
+            ]
+            log.warning(
+                "webhook.unknown_channel", phone_number_ids=numbers, wamids=wamids[:20], **ids
+            )
             return Fate(
                 delivery.sha256,
                 FAILED,
@@ -171,7 +195,9 @@ class WebhookProcessor:
             )
         return Fate(delivery.sha256, PROCESSED, body.phone_number_ids)
 
-    async def _plan_change(self, change: ChangeEvent, body: _Body, writes: Writes) -> None:
+    async def _plan_change(
+        self, change: ChangeEvent, body: _Body, writes: Writes, ids: dict[str, str]
+    ) -> None:
         if change.field != "messages" or change.phone_number_id is None:
             # Other subscriptions (templates, account updates) are kept in the ledger only.
             return
@@ -189,10 +215,24 @@ class WebhookProcessor:
                 name = contact.profile.name if contact.profile else None
                 names[identity] = name
                 writes.contact(channel, identity, user_id=contact.user_id, name=name)
+        where = {"phone_number_id": number, **ids}
         for message in change.messages:
+            log.debug("webhook.message", wamid=message.id, type=message.type, **where)
             _plan_message(channel, message, names, writes)
         for status in change.statuses:
+            log.debug("webhook.status", wamid=status.id, status=status.status, **where)
             writes.messages.append(_status(channel, status))
+
+
+def _log_crash(delivery: WebhookDelivery, exc: Exception) -> None:
+    """Name the body a bug hit (the consumer logs the traceback, with the AMQP message's ids)."""
+    log.error(
+        "webhook.crashed",
+        sha256=delivery.sha256,
+        request_id=delivery.request_id,
+        exception=type(exc).__name__,
+        error=str(exc)[:300],
+    )
 
 
 def _plan_message(
@@ -239,10 +279,11 @@ def _plan_message(
 
 def _content_and_preview(message: InboundMessage) -> tuple[dict[str, Any], str]:
     try:
-        return storable(message.content), message.preview
+        return storable(message.content), preview(message)
     except (ValueError, RecursionError):
-        # Nesting too deep even to serialize: keep the message, point at the raw body.
-        return {"unstorable": TOO_DEEP}, f"[{message.type}]"[:200]
+        # Nesting too deep even to serialize (pydantic refuses it): keep the message, point
+        # at the raw body.
+        return {"unstorable": TOO_DEEP}, clip(f"[{message.type}]")
 
 
 def _status(channel: Document, status: MessageStatus) -> Any:

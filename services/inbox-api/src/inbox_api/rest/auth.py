@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from inbox_api.keys import DB, PRINCIPAL
 from inbox_common.http import ApiError, HandlerT
+from inbox_common.store.client import DATABASE
 from inbox_common.tokens import Role, find_token
 
 PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json", "/livez", "/metrics"})
@@ -51,6 +51,7 @@ class TokenCache:
 
 
 TOKEN_CACHE = web.AppKey("token_cache", TokenCache)
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @web.middleware
@@ -72,7 +73,7 @@ async def auth_middleware(request: web.Request, handler: HandlerT) -> web.Stream
     cache = request.app[TOKEN_CACHE]
     principal = cache.get(token)
     if principal is None:
-        record = await find_token(request.app[DB], token)
+        record = await find_token(request.app[DATABASE], token)
         if record is None:
             raise ApiError(
                 401, "unauthorized", "the bearer token is not valid (unknown or revoked)"

@@ -23,7 +23,7 @@ from inbox_api.rest.schemas import (
 from inbox_common import __version__
 from inbox_common.health import HealthReport
 
-OPENAPI_KEY = web.AppKey("openapi", bytes)
+OPENAPI = web.AppKey("openapi", bytes)
 
 _REF = "#/components/schemas/{model}"
 _PAGING = [

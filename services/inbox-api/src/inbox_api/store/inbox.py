@@ -23,7 +23,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from inbox_api.store.bulk import bulk_upsert, insert_new
+from inbox_common.store.bulk import bulk_upsert, insert_new
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES
 
@@ -277,29 +277,6 @@ class Inbox:
         existing = await insert_new(self._messages, [new for new, _ in writes.new_messages])
         fallbacks = [writes.new_messages[i][1] for i in existing]
         await bulk_upsert(self._messages, fallbacks + writes.messages)
-
-    # Single writes, for callers with one thing to store (and the tests).
-
-    async def touch_conversation(
-        self,
-        channel: Document,
-        wa_id: str,
-        *,
-        name: str | None,
-        wamid: str,
-        at: datetime,
-        preview: str | None,
-        inbound: bool,
-    ) -> ObjectId:
-        writes = Writes()
-        key = writes.touch(channel, wa_id, name=name, touch=Touch(wamid, at, preview, inbound))
-        await self.write(writes)
-        return key
-
-    async def store_message(self, channel: Document, doc: Document, *, status: str) -> None:
-        writes = Writes()
-        writes.message(channel, doc, status=status)
-        await self.write(writes)
 
     # Reads for the REST API.
 

@@ -1,0 +1,231 @@
+"""Where the tests' broker and store come from.
+
+The session fixtures of ``inbox_testkit.plugin`` are thin wrappers over these functions.
+
+Each backend is picked in the same order: the ``RABBITMQ_URL`` / ``MONGODB_URL`` environment
+variable, a testcontainers container when a Docker engine answers, else a local server (the
+machine's RabbitMQ at 127.0.0.1:5672, a SecantusDB process started for the session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import os
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import pymongo
+import pymongo.errors
+
+from inbox_common.broker.topology import Names, everything
+from inbox_common.local.ports import tcp_accepts
+from inbox_common.local.secantus import SecantusServer
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
+
+# The workspace is installed in editable mode: this file lives in the repository.
+REPO_ROOT = next(p for p in Path(__file__).resolve().parents if (p / "uv.lock").exists())
+LOCAL_AMQP_HOST = "127.0.0.1"
+LOCAL_AMQP_PORT = 5672
+LOCAL_AMQP_URL = f"amqp://guest:guest@{LOCAL_AMQP_HOST}:{LOCAL_AMQP_PORT}/"
+RABBITMQ_IMAGE = "rabbitmq:4"
+MONGODB_IMAGE = "mongo:7"
+
+
+@functools.cache
+def docker_available() -> bool:
+    """Tell (once per session) whether a Docker engine answers, for testcontainers."""
+    # Without DOCKER_HOST the Docker SDK only tries this socket; skip the SDK when it is absent.
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    with warnings.catch_warnings():
+        # A failed ping leaks the SDK's socket; collect it here, where its ResourceWarning
+        # is harmless, rather than in some later test where it would fail (filterwarnings).
+        warnings.simplefilter("ignore", ResourceWarning)
+        available = _docker_pings()
+        gc.collect()
+    return available
+
+
+def _docker_pings() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped, unused-ignore]
+
+        client = docker.from_env(timeout=3)
+    except Exception:
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+# --- RabbitMQ -------------------------------------------------------------------------------
+
+
+def ensure_local_broker() -> None:
+    """Start the machine's RabbitMQ via scripts/ensure-rabbitmq.sh unless it already listens."""
+    if tcp_accepts(LOCAL_AMQP_HOST, LOCAL_AMQP_PORT):
+        return
+    # A file, not a pipe: the broker daemon may inherit the script's output descriptors.
+    with tempfile.TemporaryFile() as output:
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "ensure-rabbitmq.sh")],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            timeout=150,
+            check=False,
+        )
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"no RabbitMQ at {LOCAL_AMQP_URL} and scripts/ensure-rabbitmq.sh failed "
+            f"(exit {result.returncode}); set RABBITMQ_URL to use another broker:\n{text}"
+        )
+
+
+@contextlib.contextmanager
+def rabbitmq_container() -> Iterator[str]:
+    """Run a RabbitMQ container for the session and yield its AMQP URL."""
+    # testcontainers' RabbitMqContainer needs pika, which the workspace does not install.
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    container = (
+        DockerContainer(RABBITMQ_IMAGE)
+        .with_exposed_ports(5672)
+        .waiting_for(LogMessageWaitStrategy("Server startup complete"))
+    )
+    with _container_running(container):
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(5672)
+        yield f"amqp://guest:guest@{host}:{port}/"
+
+
+@dataclass
+class AmqpNamespace:
+    """A test's own AMQP namespace that deletes, at teardown, the names the test tracked.
+
+    RabbitMQ offers no listing over AMQP (and these machines have no management plugin), so
+    the test says what to delete: ``track`` the queue and exchange names it (or the code under
+    test) declared. Each tracked name is deleted both as a queue and as an exchange (deleting
+    a missing one is a no-op). Only names under ``f"{name}."`` are accepted, and the namespace
+    is unique per test, so cleanup never touches what anyone else declared.
+    """
+
+    name: str
+    tracked: list[str] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}."
+
+    def qualify(self, suffix: str) -> str:
+        """Return the full name of ``suffix`` in this namespace (``"inbox.webhooks"`` → ...)."""
+        return f"{self.prefix}{suffix}"
+
+    def track(self, *names: str) -> None:
+        """Delete these queues/exchanges when the test ends."""
+        for name in names:
+            if not name.startswith(self.prefix):
+                raise ValueError(f"{name!r} is outside the test's namespace {self.prefix!r}")
+            if name not in self.tracked:
+                self.tracked.append(name)
+
+    def track_topology(self) -> Names:
+        """Track every exchange and queue the services declare in this namespace."""
+        names = Names(self.name)
+        spec = everything(names)
+        self.track(*(e.name for e in spec.exchanges), *(q.name for q in spec.queues))
+        return names
+
+    async def delete_tracked(self, amqp_url: str) -> None:
+        """Delete every tracked name as a queue and as an exchange."""
+        if not self.tracked:
+            return
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            for name in self.tracked:
+                for delete in (channel.queue_delete, channel.exchange_delete):
+                    try:
+                        await delete(name)
+                    except aio_pika.exceptions.AMQPChannelError:
+                        # e.g. an exclusive queue still owned by a live connection: it goes
+                        # away with that connection. The error closed the channel; reopen it.
+                        channel = await connection.channel()
+        self.tracked.clear()
+
+
+# --- MongoDB --------------------------------------------------------------------------------
+
+
+def mongo_client(url: str, timeout_ms: int = 5000) -> pymongo.MongoClient[dict[str, Any]]:
+    """Open a short-timeout synchronous client (for fixtures; tests use AsyncMongoClient)."""
+    return pymongo.MongoClient(
+        url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+    )
+
+
+def drop_database(url: str, name: str) -> None:
+    """Drop a test database, ignoring a store that is already gone."""
+    with contextlib.suppress(pymongo.errors.PyMongoError), mongo_client(url) as client:
+        client.drop_database(name)
+
+
+@contextlib.contextmanager
+def mongodb_container() -> Iterator[str]:
+    """Run a MongoDB container for the session and yield its URL."""
+    from testcontainers.community.mongodb import MongoDbContainer
+
+    container = MongoDbContainer(MONGODB_IMAGE)
+    with _container_running(container):
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(27017)
+        yield (
+            f"mongodb://{container.username}:{container.password}@{host}:{port}/"
+            "?directConnection=true&authSource=admin"
+        )
+
+
+@contextlib.contextmanager
+def secantusdb_process(directory: Path, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run SecantusDB on a free port with its data and log in ``directory``; yield its URL."""
+    server = SecantusServer(directory)
+    server.start()
+    try:
+        server.wait_ready(startup_timeout)
+        yield server.url
+    finally:
+        server.stop(grace=10)
+
+
+# --- containers -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _container_running(container: DockerContainer) -> Iterator[None]:
+    # Third-party deprecation notices must not fail the session (filterwarnings = error);
+    # the filter covers start and stop only, not the tests that run in between.
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        container.start()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            container.stop()

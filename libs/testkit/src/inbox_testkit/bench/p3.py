@@ -1,0 +1,215 @@
+"""P3 end to end: a steady offered rate through webhook-ingest, RabbitMQ, inbox-api and the
+store, timed until each sampled message is visible through the REST API.
+
+SecantusDB, webhook-ingest and inbox-api run as processes (not pinned: on a small machine
+they share the cores with the broker and the store, as in a small deployment); the client
+(``e2e_client.py``) is pinned to the load core. An admin token and a connected channel are
+created in the store first. The offered rate is ``--rate``, else half of P2's measured
+consume rate in this run, else 100/s. Afterwards every webhook the ingest accepted must
+reach the ledger as ``processed``.
+
+Target: p99 of POST start -> visible <= 250 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import threading
+import time
+from typing import Any
+
+import aio_pika
+import pymongo
+
+from inbox_common.broker.topology import Names
+from inbox_common.local.ports import free_port
+from inbox_common.store.client import create_client
+from inbox_common.store.schema import WEBHOOK_EVENTS
+from inbox_common.tokens import Role, create_token
+from inbox_testkit.bench.harness import (
+    WEBHOOK_PATH,
+    cleanup_namespace,
+    pinned,
+    run_child,
+    scrape_outcomes,
+    settled,
+    start_profile,
+    start_secantus,
+    stop_profile,
+    venv_command,
+    wait_http,
+)
+from inbox_testkit.bench.p1 import Context, broker_pid
+from inbox_testkit.bench.p2 import DB_NAME, PHONE_NUMBER_ID, TENANT, prepare_store
+
+TARGET_P99_MS = 250.0
+DEFAULT_RATE = 100.0
+
+
+async def admin_token(url: str) -> str:
+    client = create_client(url, app_name="bench")
+    try:
+        return await create_token(client[DB_NAME], role=Role.ADMIN, tenant=TENANT, name="bench")
+    finally:
+        await client.close()
+
+
+def ledger_processed(url: str) -> int:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url)
+    try:
+        return client[DB_NAME][WEBHOOK_EVENTS].count_documents({"status": "processed"})
+    finally:
+        client.close()
+
+
+class QueueWatch:
+    """The ready count of the webhook queue, sampled every second in a thread (the backlog)."""
+
+    def __init__(self, url: str, names: Names) -> None:
+        self._url = url
+        self._names = names
+        self._stop = threading.Event()
+        self.samples: list[int] = []
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        connection = await aio_pika.connect(self._url)
+        async with connection:
+            channel = await connection.channel()
+            while not self._stop.is_set():
+                queue = await channel.declare_queue(self._names.webhooks_queue, passive=True)
+                self.samples.append(queue.declaration_result.message_count or 0)
+                await asyncio.sleep(1.0)
+
+    def __enter__(self) -> QueueWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def offered_rate(ctx: Context) -> tuple[float, str]:
+    if ctx.args.rate is not None:
+        return float(ctx.args.rate), "--rate"
+    consumed = ctx.results.get("consume_rate")
+    if consumed:
+        return round(0.5 * float(consumed), 1), "50% of P2's consume rate"
+    return DEFAULT_RATE, f"default {DEFAULT_RATE:g}/s (P2 did not run; set --rate)"
+
+
+def case_e2e(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    names = Names(f"{ctx.run_id}-e")
+    rate, rate_source = offered_rate(ctx)
+    store = start_secantus(ctx.processes, ctx.workdir, "secantusdb")
+    try:
+        asyncio.run(prepare_store(store.url, DB_NAME, PHONE_NUMBER_ID))
+        token = asyncio.run(admin_token(store.url))
+        ingest_port, api_port = free_port(), free_port()
+        common = {
+            **os.environ,
+            "AMQP_NAMESPACE": names.namespace,
+            "RABBITMQ_URL": args.rabbitmq_url,
+            "HTTP_HOST": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+        }
+        api = ctx.processes.start(
+            "inbox-api",
+            venv_command("inbox-api", "inbox_api"),
+            cpu=None,
+            log=ctx.workdir / "inbox-api-p3.log",
+            env={
+                **common,
+                "MONGODB_URL": store.url,
+                "MONGODB_DB": DB_NAME,
+                "INBOX_API_PORT": str(api_port),
+            },
+        )
+        ingest = ctx.processes.start(
+            "webhook-ingest",
+            venv_command("webhook-ingest", "inbox_ingest"),
+            cpu=None,
+            log=ctx.workdir / "ingest-p3.log",
+            env={
+                **common,
+                "WHATSAPP_WEBHOOK_SECRET": ctx.secret,
+                "WHATSAPP_WEBHOOK_VERIFY_TOKEN": secrets.token_hex(8),
+                "WEBHOOK_INGEST_PORT": str(ingest_port),
+            },
+        )
+        api_base = f"http://127.0.0.1:{api_port}"
+        ingest_base = f"http://127.0.0.1:{ingest_port}"
+        wait_http(api_base + "/api/health", api)
+        wait_http(ingest_base + "/api/health", ingest)
+        watch = {
+            "webhook-ingest": ingest.process.pid,
+            "inbox-api": api.process.pid,
+            "secantusdb": store.service.process.pid,
+            **broker_pid(),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "inbox_testkit.bench.e2e_client",
+            f"--ingest={ingest_base}{WEBHOOK_PATH}",
+            f"--api={api_base}",
+            f"--phone-number-id={PHONE_NUMBER_ID}",
+            f"--rate={rate}",
+            f"--duration={args.p3_duration}",
+            f"--warmup={args.warmup}",
+            f"--contacts={args.p3_contacts}",
+            f"--tracked={args.p3_tracked}",
+            f"--poll-interval={args.poll_interval_ms / 1e3}",
+            *(f"--watch={name}={pid}" for name, pid in watch.items()),
+        ]
+        if ctx.cores.load is not None:
+            cmd.append(f"--cpu={ctx.cores.load}")
+        env = {**os.environ, "BENCH_WEBHOOK_SECRET": ctx.secret, "BENCH_API_TOKEN": token}
+        profiles = [
+            start_profile(args, ctx.run_id, api.process.pid, "e2e-inbox-api"),
+            start_profile(args, ctx.run_id, ingest.process.pid, "e2e-ingest"),
+        ]
+        print(f"  offering {rate:g}/s ({rate_source}) for {args.p3_duration:g}s ...", flush=True)
+        try:
+            with QueueWatch(args.rabbitmq_url, names) as backlog:
+                result = run_child(
+                    pinned(cmd, ctx.cores.load),
+                    "e2e_client",
+                    timeout=args.warmup + args.p3_duration + 240,
+                    cpu=ctx.cores.load,
+                    env=env,
+                )
+            result["queue_ready_max"] = max(backlog.samples, default=0)
+            result["queue_ready_by_s"] = backlog.samples
+        finally:
+            for profile in profiles:
+                stop_profile(profile)
+        outcomes: dict[str, float] = settled(lambda: scrape_outcomes(ingest_base))
+        accepted = int(outcomes.get("accepted", 0))
+        deadline = time.monotonic() + 30
+        processed = ledger_processed(store.url)
+        while processed < accepted and time.monotonic() < deadline:
+            api.check_alive()
+            time.sleep(0.25)
+            processed = ledger_processed(store.url)
+        api.check_alive()
+        ingest.check_alive()
+    finally:
+        ctx.processes.stop_named("webhook-ingest", "inbox-api", "secantusdb")
+        cleanup_namespace(args.rabbitmq_url, names)
+    return {
+        "result": result,
+        "rate_source": rate_source,
+        "verification": {
+            "ingest_accepted": accepted,
+            "ledger_processed": processed,
+            "ok": processed == accepted,
+            "rule": "every webhook the ingest accepted is processed in the ledger",
+        },
+        "namespace": names.namespace,
+    }

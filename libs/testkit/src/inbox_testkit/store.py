@@ -1,0 +1,97 @@
+"""Store helpers for tests: channels, ledger entries and messages written directly, and a
+comparable snapshot of the inbox collections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import ObjectId
+
+from inbox_api.store.inbox import Inbox, Touch, Writes
+from inbox_common.contracts.delivery import WebhookDelivery
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import Database, Document
+from inbox_common.store.ledger import Fate, Ledger
+from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
+
+
+async def create_channel(
+    db: Database, *, tenant: str, phone_number_id: str, name: str = "Support"
+) -> Document:
+    return await Channels(db).create(
+        tenant=tenant,
+        fields={
+            "name": name,
+            "phone_number_id": phone_number_id,
+            "waba_id": f"WABA{phone_number_id[-4:]}",
+            "display_phone_number": "15550001111",
+            "access_token": f"EAAG-secret-{phone_number_id}",
+        },
+    )
+
+
+async def record_webhook(
+    db: Database,
+    delivery: WebhookDelivery,
+    *,
+    status: str,
+    phone_number_ids: list[str],
+    error: dict[str, Any] | None = None,
+) -> None:
+    """A ledger entry for ``delivery`` with the given fate, as the consumer records one."""
+    ledger = Ledger(db)
+    await ledger.receive_many([delivery])
+    await ledger.finish_many([Fate(delivery.sha256, status, phone_number_ids, error)])
+
+
+async def ledger_entry(db: Database, sha256: str) -> Document:
+    """The ledger entry of a body (without the body); fails the test when there is none."""
+    entry = await db[WEBHOOK_EVENTS].find_one({"sha256": sha256}, {"body": 0})
+    assert entry is not None, f"no ledger entry for sha256 {sha256}"
+    return entry
+
+
+async def store_message(
+    db: Database,
+    channel: Document,
+    wa_id: str,
+    doc: Document,
+    *,
+    preview: str,
+    inbound: bool,
+    status: str,
+) -> ObjectId:
+    """Store one message (``wamid``, ``timestamp``...) in its conversation with ``wa_id``, as
+    the webhook path writes one; returns the conversation id."""
+    writes = Writes()
+    touch = Touch(doc["wamid"], doc["timestamp"], preview, inbound)
+    conversation = writes.touch(channel, wa_id, name=None, touch=touch)
+    writes.message(channel, {**doc, "conversation_id": conversation}, status=status)
+    await Inbox(db).write(writes)
+    return conversation
+
+
+async def snapshot(db: Database) -> dict[str, list[Document]]:
+    """Contacts, conversations and messages, comparable across runs and databases.
+
+    Ids are replaced by natural keys (channel → phone number, conversation → wa_id), sets are
+    sorted, and ``created_at`` (the moment of the first write) is dropped.
+    """
+    numbers = {c["_id"]: c["phone_number_id"] async for c in db["channels"].find({})}
+    wa_ids = {c["_id"]: c["wa_id"] async for c in db[CONVERSATIONS].find({})}
+
+    def normal(doc: Document) -> Document:
+        out = {k: v for k, v in doc.items() if k not in {"_id", "created_at"}}
+        if "channel_id" in out:
+            out["channel_id"] = numbers[out["channel_id"]]
+        if "conversation_id" in out:
+            out["conversation_id"] = wa_ids[out["conversation_id"]]
+        if "unread_wamids" in out:
+            out["unread_wamids"] = sorted(out["unread_wamids"])
+        return out
+
+    result: dict[str, list[Document]] = {}
+    for collection, key in ((CONTACTS, "wa_id"), (CONVERSATIONS, "wa_id"), (MESSAGES, "wamid")):
+        docs = [normal(d) async for d in db[collection].find({})]
+        result[collection] = sorted(docs, key=lambda d: (str(d.get("channel_id")), d[key]))
+    return result

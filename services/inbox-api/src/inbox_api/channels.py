@@ -1,0 +1,62 @@
+"""Connecting WhatsApp numbers: a channel per phone_number_id, and the webhooks that arrived
+for it before it existed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from inbox_api.errors import ConflictError
+from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
+from inbox_common.broker.topology import Names
+from inbox_common.logging import get_logger
+from inbox_common.replay import replay_webhooks
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import Document
+from inbox_common.store.ledger import Ledger, LedgerFilter
+
+log = get_logger(__name__)
+
+
+class ChannelService:
+    def __init__(
+        self, channels: Channels, ledger: Ledger, publisher: ConfirmedPublisher, names: Names
+    ) -> None:
+        self._channels = channels
+        self._ledger = ledger
+        self._publisher = publisher
+        self._names = names
+
+    async def create(self, *, tenant: str, fields: dict[str, Any]) -> tuple[Document, int]:
+        """Create the channel and replay the webhooks that failed for want of it; returns the
+        channel and how many webhooks were replayed."""
+        try:
+            doc = await self._channels.create(tenant=tenant, fields=fields)
+        except DuplicateKeyError:
+            raise ConflictError(
+                f"a channel with phone_number_id {fields['phone_number_id']} already exists",
+                {"field": "phone_number_id"},
+            ) from None
+        return doc, await self._replay_unknown_channel(doc["phone_number_id"])
+
+    async def _replay_unknown_channel(self, phone_number_id: str) -> int:
+        """Meta got a 200 for events that arrived before the channel existed and will not
+        resend them: replay them now. A broker outage does not fail the creation (replay them
+        later with ``inbox-ops webhooks replay --error-code unknown_channel``)."""
+        selection = LedgerFilter(error_code="unknown_channel", phone_number_id=phone_number_id)
+        try:
+            replayed = await replay_webhooks(self._ledger, self._publisher, self._names, selection)
+        except PublishFailedError as exc:
+            log.warning("channel.replay_failed", phone_number_id=phone_number_id, error=str(exc))
+            return 0
+        if replayed:
+            log.info("channel.replayed", phone_number_id=phone_number_id, events=replayed)
+        return replayed
+
+    async def for_tenant(self, tenant: str | None) -> list[Document]:
+        """A tenant's channels; ``None``: every tenant's (superadmin)."""
+        return await self._channels.for_tenant(tenant)
+
+    async def phone_number_ids(self, tenant: str) -> list[str]:
+        return await self._channels.phone_number_ids(tenant)

@@ -1,0 +1,222 @@
+"""Builders of webhook bodies in Meta's exact format.
+
+The sandbox posts these to the ingest as Meta would; the dev stack's sample request, the
+tests and the benchmarks use them too, so that everything downstream of the ingest sees what
+Meta would send. Like Meta, the builders omit
+empty lists and absent optional fields rather than sending nulls.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "contact",
+    "media_message",
+    "message",
+    "meta_error",
+    "new_wamid",
+    "reaction_message",
+    "status",
+    "text_message",
+    "text_webhook",
+    "webhook",
+]
+
+ERROR_CODES_URL = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+
+_DEFAULT_MIME_TYPES = {
+    "image": "image/jpeg",
+    "video": "video/mp4",
+    "audio": "audio/ogg; codecs=opus",
+    "sticker": "image/webp",
+    "document": "application/pdf",
+}
+
+
+def new_wamid() -> str:
+    """A fresh, unique message id shaped like Meta's (``wamid.HBgL...``)."""
+    return "wamid.HBgL" + secrets.token_urlsafe(36)
+
+
+def webhook(
+    phone_number_id: str,
+    *,
+    display_phone_number: str = "15550000000",
+    waba_id: str = "WABA_ID",
+    contacts: Iterable[dict[str, Any]] = (),
+    messages: Iterable[dict[str, Any]] = (),
+    statuses: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A whole ``messages`` webhook body with one entry and one change."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": display_phone_number,
+            "phone_number_id": phone_number_id,
+        },
+    }
+    for key, items in (("contacts", contacts), ("messages", messages), ("statuses", statuses)):
+        listed = list(items)
+        if listed:
+            value[key] = listed
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
+def contact(wa_id: str, name: str) -> dict[str, Any]:
+    """The ``contacts[]`` item for a user, with a deterministic BSUID (``user_id``)."""
+    return {"profile": {"name": name}, "wa_id": wa_id, "user_id": f"US.{wa_id}"}
+
+
+def message(
+    type_: str,
+    wa_id: str,
+    wamid: str,
+    content: Any,
+    *,
+    timestamp: int | None = None,
+    reply_to: str | None = None,
+    business_number: str = "15550000000",
+) -> dict[str, Any]:
+    """An inbound message of any type; ``content`` is the object named by ``type_``.
+
+    ``content=None`` builds a message without a type object (``request_welcome``).
+    """
+    built: dict[str, Any] = {
+        "from": wa_id,
+        "id": wamid,
+        "timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "type": type_,
+    }
+    if reply_to is not None:
+        built["context"] = {"from": business_number, "id": reply_to}
+    if content is not None:
+        built[type_] = content
+    return built
+
+
+def text_message(
+    wa_id: str,
+    wamid: str,
+    body: str,
+    *,
+    timestamp: int | None = None,
+    reply_to: str | None = None,
+) -> dict[str, Any]:
+    """An inbound text message, optionally replying to ``reply_to``."""
+    return message("text", wa_id, wamid, {"body": body}, timestamp=timestamp, reply_to=reply_to)
+
+
+def media_message(
+    type_: str,
+    wa_id: str,
+    wamid: str,
+    *,
+    media_id: str | None = None,
+    mime_type: str | None = None,
+    caption: str | None = None,
+    filename: str | None = None,
+    voice: bool | None = None,
+    animated: bool | None = None,
+    timestamp: int | None = None,
+    reply_to: str | None = None,
+) -> dict[str, Any]:
+    """An inbound image, video, audio, sticker or document message.
+
+    The media id and hash derive from the wamid, so the same call builds the same body.
+    """
+    digest = hashlib.sha256(wamid.encode()).digest()
+    media_id = media_id or str(int.from_bytes(digest[:7], "big"))
+    media: dict[str, Any] = {
+        "mime_type": mime_type or _DEFAULT_MIME_TYPES.get(type_, "application/octet-stream"),
+        "sha256": base64.b64encode(hashlib.sha256(media_id.encode()).digest()).decode(),
+        "id": media_id,
+    }
+    optional = {"caption": caption, "filename": filename, "voice": voice, "animated": animated}
+    media.update({key: value for key, value in optional.items() if value is not None})
+    return message(type_, wa_id, wamid, media, timestamp=timestamp, reply_to=reply_to)
+
+
+def reaction_message(
+    wa_id: str,
+    wamid: str,
+    target_wamid: str,
+    emoji: str | None,
+    *,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A reaction to ``target_wamid``; an empty or ``None`` emoji is a removal.
+
+    Meta omits ``emoji`` entirely when a reaction is removed.
+    """
+    reaction: dict[str, Any] = {"message_id": target_wamid}
+    if emoji:
+        reaction["emoji"] = emoji
+    return message("reaction", wa_id, wamid, reaction, timestamp=timestamp)
+
+
+def meta_error(code: int, title: str, details: str | None = None) -> dict[str, Any]:
+    """An error object shaped like those in statuses, messages and values."""
+    error: dict[str, Any] = {"code": code, "title": title, "message": title}
+    if details is not None:
+        error["error_data"] = {"details": details}
+    error["href"] = ERROR_CODES_URL
+    return error
+
+
+def status(
+    wamid: str,
+    status: str,
+    recipient_id: str,
+    *,
+    timestamp: int | None = None,
+    errors: Iterable[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A status of an outbound message.
+
+    A ``failed`` status without explicit ``errors`` carries Meta's 131026 "Message
+    undeliverable"; a ``sent`` status carries pricing, as Meta's do.
+    """
+    built: dict[str, Any] = {
+        "id": wamid,
+        "status": status,
+        "timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "recipient_id": recipient_id,
+    }
+    if status == "sent":
+        built["pricing"] = {
+            "billable": True,
+            "pricing_model": "PMP",
+            "type": "regular",
+            "category": "service",
+        }
+    if errors is None and status == "failed":
+        errors = [meta_error(131026, "Message undeliverable", "Message Undeliverable.")]
+    if errors is not None:
+        built["errors"] = list(errors)
+    return built
+
+
+def text_webhook(
+    phone_number_id: str,
+    wa_id: str,
+    name: str,
+    body: str,
+    *,
+    wamid: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A webhook body carrying one text message from ``wa_id``."""
+    return webhook(
+        phone_number_id,
+        contacts=[contact(wa_id, name)],
+        messages=[text_message(wa_id, wamid or new_wamid(), body, timestamp=timestamp)],
+    )
