@@ -17,14 +17,18 @@ from typing import Any
 
 __all__ = [
     "contact",
+    "media_content",
     "media_message",
     "message",
     "meta_error",
     "new_wamid",
+    "outbound_status",
     "reaction_message",
     "status",
     "text_message",
     "text_webhook",
+    "user_contact",
+    "user_message",
     "webhook",
 ]
 
@@ -220,3 +224,112 @@ def text_webhook(
         contacts=[contact(wa_id, name)],
         messages=[text_message(wa_id, wamid or new_wamid(), body, timestamp=timestamp)],
     )
+
+
+# --- Builders added with the sandbox's Cloud API: BSUID-era identities and statuses. --------
+
+
+def user_contact(
+    user_id: str,
+    *,
+    wa_id: str | None = None,
+    name: str | None = None,
+    username: str | None = None,
+) -> dict[str, Any]:
+    """A ``contacts[]`` item as Meta sends it since business-scoped user ids (BSUIDs).
+
+    ``user_id`` (the BSUID) is always there; ``wa_id`` only when Meta may share the user's
+    phone number; ``profile.username`` only for users who adopted a username.
+    """
+    profile: dict[str, Any] = {}
+    if name is not None:
+        profile["name"] = name
+    if username is not None:
+        profile["username"] = username
+    built: dict[str, Any] = {}
+    if profile:
+        built["profile"] = profile
+    if wa_id is not None:
+        built["wa_id"] = wa_id
+    built["user_id"] = user_id
+    return built
+
+
+def user_message(
+    type_: str,
+    wamid: str,
+    content: Any,
+    *,
+    wa_id: str | None = None,
+    user_id: str | None = None,
+    timestamp: int | None = None,
+    context: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An inbound message from a user known by phone number (``from``), BSUID
+    (``from_user_id``) or both; ``content`` is the object named by ``type_`` (``None``: none).
+
+    ``extra`` adds message-level fields Meta sends with some types (``errors``, ``referral``).
+    """
+    built: dict[str, Any] = {}
+    if wa_id is not None:
+        built["from"] = wa_id
+    if user_id is not None:
+        built["from_user_id"] = user_id
+    built["id"] = wamid
+    built["timestamp"] = str(int(time.time()) if timestamp is None else timestamp)
+    built["type"] = type_
+    if context:
+        built["context"] = dict(context)
+    if content is not None:
+        built[type_] = content
+    if extra:
+        built.update(extra)
+    return built
+
+
+def media_content(type_: str, wamid: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The media object of an inbound ``type_`` message: Meta's ``mime_type``, ``sha256`` and
+    ``id`` (derived from ``wamid``, so one wamid always builds the same object), overlaid with
+    the fields ``given``."""
+    digest = hashlib.sha256(wamid.encode()).digest()
+    media_id = str(int.from_bytes(digest[:7], "big"))
+    media: dict[str, Any] = {
+        "mime_type": _DEFAULT_MIME_TYPES.get(type_, "application/octet-stream"),
+        "sha256": base64.b64encode(hashlib.sha256(media_id.encode()).digest()).decode(),
+        "id": media_id,
+    }
+    media.update(given or {})
+    return media
+
+
+def outbound_status(
+    wamid: str,
+    status: str,
+    *,
+    timestamp: int,
+    recipient_id: str | None = None,
+    recipient_user_id: str | None = None,
+    biz_opaque_callback_data: str | None = None,
+    conversation: dict[str, Any] | None = None,
+    pricing: dict[str, Any] | None = None,
+    errors: Iterable[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``statuses[]`` item with Meta's keys in Meta's order; absent ones are left out.
+
+    ``recipient_id`` is the phone number the message went to (left out when it went to a BSUID
+    and the number may not be shared), ``recipient_user_id`` the BSUID (left out of a
+    ``failed`` status of a message sent to a phone number).
+    """
+    built: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(timestamp)}
+    optional: dict[str, Any] = {
+        "recipient_id": recipient_id,
+        "recipient_user_id": recipient_user_id,
+        "biz_opaque_callback_data": biz_opaque_callback_data,
+        "conversation": conversation,
+        "pricing": pricing,
+    }
+    built.update({key: value for key, value in optional.items() if value is not None})
+    if errors is not None:
+        built["errors"] = list(errors)
+    return built
