@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from inbox_common.batching import Coalescer
+from inbox_common.batching import AdaptiveConcurrency, Coalescer, FixedConcurrency
 
 
 class Recorder:
@@ -62,3 +62,68 @@ async def test_a_flush_with_the_wrong_number_of_results_is_an_error() -> None:
     coalescer: Coalescer[int, int] = Coalescer(flush)
     with pytest.raises(RuntimeError, match="1 results for 2 items"):
         await asyncio.gather(coalescer.submit(1), coalescer.submit(2))
+
+
+async def test_with_one_flush_in_flight_waiting_calls_form_the_next_batch() -> None:
+    release = asyncio.Event()
+    flushes: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushes.append(list(items))
+        if len(flushes) == 1:
+            await release.wait()
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_items=3, concurrency=FixedConcurrency(1))
+    first = asyncio.ensure_future(coalescer.submit(0))
+    await asyncio.sleep(0.01)  # the first flush is running alone
+    rest = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1, 6)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    # One at a time: nothing else started while the first flush runs, however many wait.
+    assert flushes == [[0]]
+    assert coalescer.in_flight == 1
+    release.set()
+    assert await first == 0
+    assert await asyncio.gather(*rest) == [1, 2, 3, 4, 5]
+    # Those that waited went together, max_items at a time.
+    assert flushes[1:] == [[1, 2, 3], [4, 5]]
+
+
+class FakeStore:
+    """A store whose throughput depends on how many flushes run at once (best at ``best``)."""
+
+    def __init__(self, best: int) -> None:
+        self.best = best
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def items_per_second(self, in_flight: int) -> float:
+        return 1000.0 - 200.0 * abs(in_flight - self.best)
+
+
+@pytest.mark.parametrize("best", [1, 3])
+def test_adaptive_concurrency_settles_where_the_store_is_fastest(best: int) -> None:
+    store = FakeStore(best)
+    limit = AdaptiveConcurrency(1, 4, window=1.0, probe_every=2, clock=store.clock)
+    seen: list[int] = []
+    for _ in range(400):
+        rate = store.items_per_second(limit.limit)
+        store.now += 0.1
+        limit.record(int(rate * 0.1), saturated=True)
+        seen.append(limit.limit)
+    settled = seen[-100:]
+    # It settles on the best limit and leaves it only for the occasional probe.
+    assert max(set(settled), key=settled.count) == best
+    assert settled.count(best) >= 60
+
+
+def test_adaptive_concurrency_ignores_windows_without_a_backlog() -> None:
+    store = FakeStore(3)
+    limit = AdaptiveConcurrency(1, 4, window=1.0, probe_every=1, clock=store.clock)
+    for _ in range(200):
+        store.now += 0.1
+        limit.record(10, saturated=False)  # the arrival rate, not the store's capacity
+    assert limit.limit == 1

@@ -14,8 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from inbox_common.broker.connection import Broker, BrokerUnavailableError
 from inbox_common.broker.consumer import (
+    PARKED_HEADER,
     QUEUE_HEADER,
     REASON_HEADER,
+    TIER_HEADER,
     Consumer,
     ConsumerMetrics,
 )
@@ -62,16 +64,19 @@ def make_consumer(
     prefetch: int = 8,
     dead_letter_exchange: str | None = None,
     registry: CollectorRegistry | None = None,
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> Consumer:
     return Consumer(
         broker,
         names.webhooks_queue,
         handler,
         dead_letter_exchange=dead_letter_exchange or names.dead_letter_exchange,
-        dead_letters=publisher,
+        publisher=publisher,
         metrics=ConsumerMetrics(registry or CollectorRegistry()),
         prefetch=prefetch,
         retry=FAST_RETRY,
+        retry_exchange=names.retry_exchange,
+        ready=ready,
     )
 
 
@@ -305,30 +310,87 @@ async def test_a_permanent_error_dead_letters_with_the_reason(
     assert header_str(dead.headers, "request_id") == "r-9"
 
 
-async def test_a_transient_error_is_retried_then_requeued(
+async def test_a_transient_error_parks_the_message_uncounted_and_pauses_the_consumer(
     broker: Broker, names: Names, publisher: ConfirmedPublisher, work_queue: AbstractQueue
 ) -> None:
     calls = 0
+    store_up = False
 
     async def handler(message: AbstractIncomingMessage) -> None:
         nonlocal calls
         calls += 1
-        raise TransientError("store_unavailable", "MongoDB is down")
+        if not store_up:
+            raise TransientError("store_unavailable", "MongoDB is down")
+
+    async def ready() -> bool:
+        return store_up
+
+    consumer = make_consumer(broker, names, publisher, handler, ready=ready)
+    await consumer.start()
+    try:
+        await publish(publisher, names, b"later", message_id="m-later", headers={"request_id": "r"})
+
+        async def paused() -> bool:
+            return consumer.paused
+
+        await wait_until(paused, "the consumer to pause")
+        # Retried in process, then parked: published again to the queue's tail as a new
+        # message, so the outage never counts toward the delivery limit, however long it is.
+        assert calls == FAST_RETRY.attempts
+        health = await consumer.probe()
+        assert health.status is Status.DEGRADED
+        assert "store_unavailable" in (health.detail or "")
+        parked = await work_queue.get(timeout=5)  # paused: nobody else takes it
+        assert parked.body == b"later"
+        assert parked.message_id == "m-later"
+        assert header_str(parked.headers, "request_id") == "r"
+        assert header_str(parked.headers, PARKED_HEADER) == "1"
+        assert delivery_attempt(parked) == 1
+        await parked.nack(requeue=True)
+        await asyncio.sleep(0.3)
+        assert calls == FAST_RETRY.attempts  # still paused: the store does not answer
+
+        store_up = True  # it answers again: the consumer resumes by itself
+
+        async def resumed() -> bool:
+            return not consumer.paused
+
+        await wait_until(resumed, "the consumer to resume", timeout=10)
+        await wait_until(lambda: _drained(work_queue), "the parked message to be consumed")
+        assert calls == FAST_RETRY.attempts + 1
+    finally:
+        await consumer.stop()
+
+
+async def _drained(queue: AbstractQueue) -> bool:
+    declared = await queue.channel.declare_queue(queue.name, passive=True)
+    return (declared.declaration_result.message_count or 0) == 0
+
+
+async def test_a_transient_error_with_a_tier_moves_the_message_to_that_delay_tier(
+    broker: Broker,
+    names: Names,
+    publisher: ConfirmedPublisher,
+    work_queue: AbstractQueue,
+    amqp_channel: AbstractChannel,
+) -> None:
+    async def handler(message: AbstractIncomingMessage) -> None:
+        raise TransientError("rate_limited", "130429 throughput exceeded", tier="30s")
 
     consumer = make_consumer(broker, names, publisher, handler)
-    await publish(publisher, names, b"later")
-    first = await work_queue.get(timeout=5)
-    assert delivery_attempt(first) == 1
+    await publish(publisher, names, b"send me later", message_id="s-1")
 
-    outcome = await consumer.process(first)
+    assert await consumer.process(await work_queue.get(timeout=5)) == "delayed"
 
-    assert outcome == "requeued"
-    assert calls == FAST_RETRY.max_attempts
-    again = await work_queue.get(timeout=5)
-    await again.ack()
-    assert again.body == b"later"
-    assert again.redelivered
-    assert delivery_attempt(again) == 2
+    tier = await amqp_channel.get_queue(names.retry_tier_queue("30s"))
+    waiting = await tier.get(timeout=5)
+    await waiting.ack()
+    assert waiting.body == b"send me later"
+    assert waiting.message_id == "s-1"
+    assert header_str(waiting.headers, TIER_HEADER) == "30s"
+    assert header_str(waiting.headers, QUEUE_HEADER) == names.webhooks_queue
+    assert await work_queue.get(fail=False, timeout=1) is None
+    assert not consumer.paused
 
 
 async def test_a_transient_error_that_clears_is_acked(

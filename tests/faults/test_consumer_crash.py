@@ -6,9 +6,10 @@ started again; once, a replica is frozen (SIGSTOP) for a while and thawed. A kil
 store write and its ack makes the broker redeliver the message to the other replica (or
 to the restarted one); the redelivery must be absorbed: nothing lost, nothing twice.
 
-The ledger's ``attempts`` counter shows that the kills really hit messages between the
-write and the ack (a body received more than once); the test fails if they never did, as
-the fault would then not have been exercised.
+The replicas count the messages RabbitMQ delivered again (``consumer.redelivered``): the
+test fails if the kills never hit a message between its delivery and its ack, as the fault
+would then not have been exercised. The ledger's ``attempts`` shows how many of them had
+already been written in full (a body recorded, then delivered again).
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ async def test_killed_consumers_neither_lose_nor_duplicate(
 
         await run.send(text_items(MESSAGES, label="crash"), rate=RATE, during=kill_and_restart)
         verdict = await run.check()
-        redelivered = await run.db["webhook_events"].count_documents({"attempts": {"$gt": 1}})
-        verdict.notes["received_twice"] = redelivered
+        redelivered = sum(r.events["consumer.redelivered"] for r in run.replicas)
+        verdict.notes["redelivered"] = redelivered
+        verdict.notes["received_twice"] = await run.db["webhook_events"].count_documents(
+            {"attempts": {"$gt": 1}}
+        )
         fault_report(verdict)
         run.assert_clean(verdict)
         assert redelivered > 0, (
-            "no body was received twice: the kills never hit a message between its "
-            f"store write and its ack, so the fault was not exercised\n{run.context()}"
+            "no message was delivered twice: the kills never hit a message between its "
+            f"delivery and its ack, so the fault was not exercised\n{run.context()}"
         )

@@ -9,6 +9,12 @@ in through webhook-ingest.
   While it is down, inbox-api's health says so and the consumers hold their messages
   unacked (a failed write is never acked); when it is back the backlog drains, and the
   total-queue check finds nothing lost or doubled.
+- A long outage: the store stays down many times longer than the consumers' retry budget,
+  with the queue's delivery limit and the consumers' backoff configured small, while a
+  backlog of signed webhooks arrives. The consumers park what they hold (a new message at
+  the queue's tail, so the outage never counts toward the delivery limit) and pause; their
+  health says so; nothing is dead-lettered; when the store returns they resume by
+  themselves and apply every event once.
 - Crash: the store is killed -9 while the consumers write at full speed. A consumer acks a
   message once the store acknowledged its writes, so that acknowledgement must mean
   durable: the services' client asks for ``w=majority`` and a journaled write unless the
@@ -27,9 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from inbox_common.broker.topology import Names
 from inbox_common.local.secantus import SecantusServer
 from inbox_testkit import backends
-from inbox_testkit.faults.checker import Report, Sender, text_items
+from inbox_testkit.faults.checker import Report, Sender, queue_depth, text_items
 from inbox_testkit.faults.scenario import FaultRun, fault_run
 from inbox_testkit.faults.stack import StackConfig, prepare_store
 
@@ -38,6 +45,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(180)]
 DB_NAME = "faults_store"
 DURABLE = "&journal=true"
 CRASHES = 4
+LONG_OUTAGE = 20.0  # seconds: a hundred times the consumers' retry budget
 
 
 @pytest.fixture
@@ -51,10 +59,14 @@ async def store(tmp_path: Path) -> AsyncIterator[SecantusServer]:
         await server.stop_async(signal.SIGKILL)
 
 
-def _config(amqp_url: str, namespace: backends.AmqpNamespace, url: str) -> StackConfig:
+def _config(amqp_url: str, namespace: backends.AmqpNamespace, url: str, **env: str) -> StackConfig:
     namespace.track_topology()
     return StackConfig(
-        namespace=namespace.name, mongo_db=DB_NAME, mongodb_url=url, rabbitmq_url=amqp_url
+        namespace=namespace.name,
+        mongo_db=DB_NAME,
+        mongodb_url=url,
+        rabbitmq_url=amqp_url,
+        env=env,
     )
 
 
@@ -99,6 +111,62 @@ async def test_store_stop_and_restart_loses_and_doubles_nothing(
         await run.wait_consuming(timeout=10)
         fault_report(verdict)
         run.assert_clean(verdict, store.tail())
+
+
+async def test_a_long_store_outage_pauses_the_consumers_and_dead_letters_nothing(
+    amqp_url: str,
+    amqp_namespace: backends.AmqpNamespace,
+    store: SecantusServer,
+    fault_report: Report,
+) -> None:
+    # The retry budget is two quick tries (about 0.2 s) and a message may be delivered twice:
+    # the old requeue-and-retry would dead-letter the whole backlog within a second or two.
+    config = _config(
+        amqp_url,
+        amqp_namespace,
+        store.url,
+        AMQP_DELIVERY_LIMIT="2",
+        CONSUMER_RETRY_ATTEMPTS="2",
+        CONSUMER_PAUSE_MAX_SECONDS="0.5",
+    )
+    names = Names(amqp_namespace.name)
+    health: list[tuple[int, object]] = []
+    dead_during: list[int] = []
+    async with fault_run(config, "store-long-outage") as run:
+        await run.start(replicas=2)
+
+        async def long_outage(sender: Sender) -> None:
+            await sender.wait_started(50)
+            await store.stop_async(signal.SIGTERM)
+            run.log.append("store stopped")
+            await asyncio.sleep(LONG_OUTAGE / 2)
+            health.append(await _health(run))
+            await asyncio.sleep(LONG_OUTAGE / 2)
+            async with queue_depth(amqp_url, names.dead_letter_queue(names.webhooks_queue)) as d:
+                dead_during.append(await d())
+            await store.start_and_wait(timeout=30)
+            run.log.append(f"store restarted after {LONG_OUTAGE:g}s")
+
+        await run.send(
+            text_items(400, label="long-outage"), rate=25.0, concurrency=32, during=long_outage
+        )
+        verdict = await run.check(timeout=60)
+        async with queue_depth(amqp_url, names.dead_letter_queue(names.webhooks_queue)) as dead:
+            dead_after = await dead()
+        attempts = await run.db["webhook_events"].count_documents({"attempts": {"$gt": 1}})
+        verdict.notes["dead_lettered"] = dead_after
+        verdict.notes["outage_s"] = LONG_OUTAGE
+        verdict.notes["received_twice"] = attempts
+        await run.wait_consuming(timeout=20)
+        fault_report(verdict)
+        context = f"health during the outage: {health}\n{store.tail()}"
+        run.assert_clean(verdict, context)
+        [(status, report)] = health
+        checks = report.get("checks", {}) if isinstance(report, dict) else {}
+        assert status == 503, context
+        assert checks.get("webhook_consumer", {}).get("status") == "degraded", context
+        assert "paused" in checks["webhook_consumer"].get("detail", ""), context
+        assert (dead_during, dead_after) == ([0], 0), context
 
 
 @pytest.mark.parametrize("url_options", ["", DURABLE], ids=["default-write-concern", "journaled"])

@@ -60,6 +60,29 @@ class BrokerSettings(BaseSettings):
     amqp_publish_timeout: float = Field(
         default=5.0, gt=0, le=60, description="seconds to wait for a publisher confirm"
     )
+    amqp_delivery_limit: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="deliveries of a work-queue message before RabbitMQ dead-letters it; the "
+        "same for every service of a namespace (it is a queue argument)",
+    )
+
+
+class ConsumerSettings(BaseSettings):
+    """How a consumer rides out a dependency outage (see ``inbox_common.broker.consumer``)."""
+
+    model_config = _CONFIG
+
+    consumer_retry_attempts: int = Field(
+        default=3, ge=1, le=20, description="quick in-process tries before the consumer pauses"
+    )
+    consumer_pause_max_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="the longest wait between checks of a paused consumer's dependencies",
+    )
 
 
 class MongoSettings(BaseSettings):

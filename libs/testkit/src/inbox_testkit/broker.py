@@ -17,7 +17,9 @@ from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY, Names
 from inbox_common.contracts.delivery import WebhookDelivery
 
-FAST_RETRY = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
+FAST_RETRY = RetryPolicy(
+    attempts=2, initial_wait=0.01, max_wait=0.02, pause_initial=0.05, pause_max=0.2
+)
 
 
 @contextlib.asynccontextmanager
@@ -45,7 +47,7 @@ def webhook_consumer(
         names.webhooks_queue,
         WebhookHandler(processor),
         dead_letter_exchange=names.dead_letter_exchange,
-        dead_letters=publisher,
+        publisher=publisher,
         metrics=ConsumerMetrics(CollectorRegistry()),
         prefetch=prefetch,
         retry=FAST_RETRY,

@@ -39,9 +39,7 @@ async def record_webhook(
     error: dict[str, Any] | None = None,
 ) -> None:
     """A ledger entry for ``delivery`` with the given fate, as the consumer records one."""
-    ledger = Ledger(db)
-    await ledger.receive_many([delivery])
-    await ledger.finish_many([Fate(delivery.sha256, status, phone_number_ids, error)])
+    await Ledger(db).record([Fate(delivery, status, phone_number_ids, error)])
 
 
 async def ledger_entry(db: Database, sha256: str) -> Document:

@@ -19,7 +19,7 @@ from inbox_api.store.inbox import Inbox
 from inbox_api.webhook_logs import WebhookLogService
 from inbox_common.broker import topology
 from inbox_common.broker.connection import NAMES, broker_ctx
-from inbox_common.broker.consumer import Handler, consumer_ctx
+from inbox_common.broker.consumer import Handler, RetryPolicy, consumer_ctx
 from inbox_common.broker.publisher import PUBLISHER, publisher_ctx
 from inbox_common.service import create_service_app
 from inbox_common.store.channels import Channels
@@ -55,7 +55,15 @@ def create_app(settings: InboxApiSettings) -> web.Application:
     # Dead letters and replays go to the webhooks piece.
     app.cleanup_ctx.append(publisher_ctx(settings, topology.webhooks))
     app.cleanup_ctx.append(services_ctx)
+    # While the store is unreachable the consumer parks its messages and pauses; it resumes
+    # once the mongodb check answers again.
     app.cleanup_ctx.append(
-        consumer_ctx(topology.webhooks, webhook_handler, prefetch=settings.inbox_consumer_prefetch)
+        consumer_ctx(
+            topology.webhooks,
+            webhook_handler,
+            prefetch=settings.inbox_consumer_prefetch,
+            retry=RetryPolicy.of(settings),
+            depends_on=("mongodb",),
+        )
     )
     return app

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from inbox_common.settings import BrokerSettings, MongoSettings, ServiceSettings
+from inbox_common.settings import (
+    BrokerSettings,
+    ConsumerSettings,
+    MongoSettings,
+    ServiceSettings,
+)
 
 
-class InboxApiSettings(BrokerSettings, MongoSettings, ServiceSettings):
+class InboxApiSettings(BrokerSettings, ConsumerSettings, MongoSettings, ServiceSettings):
     inbox_api_port: int = Field(default=8081, ge=1, le=65535, description="a TCP port")
+    # Twice a flush's worth of one-body messages: the next batch gathers while one is written.
     inbox_consumer_prefetch: int = Field(
-        default=64, ge=1, le=1000, description="unacked webhook deliveries held at once"
+        default=256, ge=1, le=2000, description="unacked webhook messages held at once"
     )
 
     @property

@@ -124,7 +124,7 @@ def broker_ctx(settings: BrokerSettings, name: str, *, critical: bool = True) ->
     async def broker(app: web.Application) -> AsyncIterator[None]:
         connection = Broker(settings.rabbitmq_url, name=name)
         app[BROKER] = connection
-        app[NAMES] = Names(settings.amqp_namespace)
+        app[NAMES] = Names(settings.amqp_namespace, settings.amqp_delivery_limit)
         app[HEALTH_CHECKS]["rabbitmq"] = HealthCheck(connection.probe, critical=critical)
         connection.start()
         yield

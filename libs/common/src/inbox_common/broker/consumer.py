@@ -1,30 +1,39 @@
-"""A robust consumer: manual ack after the handler's write, bounded prefetch, poison to DLQ.
+"""A robust consumer: manual ack after the handler's write, bounded prefetch, and one fate per
+error of the tree in ``inbox_common.errors``.
 
-The handler raises :class:`~inbox_common.errors.PermanentError` for a message that can never
-succeed (it is dead-lettered with the reason, then acked) and
-:class:`~inbox_common.errors.TransientError` when a dependency is down (retried in process
-with backoff while the message stays unacked; after ``max_attempts`` it is returned to the
-queue). Anything else is a bug: logged with its traceback, counted in
-``consumer_crashes_total``, shown in the consumer's health, and the message goes back to the
-queue (never dead-lettered as bad input by us; past the queue's delivery limit RabbitMQ
-parks it in the dead-letter queue, from where it is replayed after the fix). Nothing is
-acked before the handler returned, so a crash anywhere means redelivery, never loss.
+- The handler returns: ack.
+- :class:`~inbox_common.errors.PermanentError`: the message is dead-lettered with the reason
+  (published to the dead-letter exchange, confirmed), then acked.
+- :class:`~inbox_common.errors.TransientError` with a ``tier``: the message moves to that
+  delay tier (confirmed), then is acked; the tier brings it back when its TTL expires.
+- :class:`~inbox_common.errors.TransientError` without a tier (the store is down): a few
+  quick retries in process; if it still fails, the message is parked (published again to the
+  tail of its own queue, confirmed, then acked: a new message, so the outage never counts
+  toward the queue's delivery limit, however long it lasts) and the consumer pauses: it
+  cancels its subscription and takes no work until the dependencies it was given answer
+  again, then resumes by itself.
+- Anything else is a bug: logged with its traceback, counted in ``consumer_crashes_total``,
+  shown in the consumer's health, and the message goes back to the queue (never dead-lettered
+  as bad input by us; past the queue's delivery limit RabbitMQ parks it in the dead-letter
+  queue, from where it is replayed after the fix).
 
-:func:`consumer_ctx` is the resource of a service: one consumer of one piece of the
+Nothing is acked before its fate is recorded, so a crash anywhere means redelivery, never
+loss. :func:`consumer_ctx` is the resource of a service: one consumer of one piece of the
 topology, declared by the consumer itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from inbox_common.broker.connection import BROKER, NAMES, Broker
@@ -35,21 +44,31 @@ from inbox_common.health import HEALTH_CHECKS, CheckResult, HealthCheck, Status
 from inbox_common.logging import get_logger
 from inbox_common.metrics import LATENCY_BUCKETS, METRICS_REGISTRY
 from inbox_common.service import CleanupCtx
+from inbox_common.settings import ConsumerSettings
 
 log = get_logger(__name__)
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 HandlerFactory = Callable[[web.Application], Handler]
+Ready = Callable[[], Awaitable[bool]]
 
 REASON_HEADER = "x-inbox-dead-letter-reason"
 QUEUE_HEADER = "x-inbox-source-queue"
+PARKED_HEADER = "x-inbox-parked"
+TIER_HEADER = "x-inbox-retry-tier"
+# Headers the broker sets on a delivery: a republished message starts afresh.
+_BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
+                   "x-first-death-queue", "x-first-death-reason")  # fmt: skip
+
+# A crash within this many seconds keeps the consumer's health degraded.
+CRASH_MEMORY_SECONDS = 300.0
 
 
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.outcomes = Counter(
             "consumer_messages_total",
-            "Messages settled by the consumer",
+            "Messages settled by the consumer, by outcome",
             ["queue", "outcome"],
             registry=registry,
         )
@@ -66,21 +85,42 @@ class ConsumerMetrics:
             ["queue", "exception"],
             registry=registry,
         )
+        self.redeliveries = Counter(
+            "consumer_redeliveries_total",
+            "Messages delivered again (their previous consumer died, or its channel closed)",
+            ["queue"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "consumer_paused",
+            "1 while the consumer is paused because a dependency is unavailable",
+            ["queue"],
+            registry=registry,
+        )
 
 
 CONSUMER_METRICS = web.AppKey("consumer_metrics", ConsumerMetrics)
 
-# A crash within this many seconds keeps the consumer's health degraded.
-CRASH_MEMORY_SECONDS = 300.0
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """In-process retries of transient failures before the message goes back to the queue."""
+    """Quick in-process retries of a transient failure, then the pause.
 
-    max_attempts: int = 8
+    ``attempts`` includes the first; the pause then probes the dependencies every
+    ``pause_initial`` seconds, doubling up to ``pause_max``.
+    """
+
+    attempts: int = 3
     initial_wait: float = 0.2
-    max_wait: float = 10.0
+    max_wait: float = 1.0
+    pause_initial: float = 0.5
+    pause_max: float = 10.0
+
+    @classmethod
+    def of(cls, settings: ConsumerSettings) -> RetryPolicy:
+        return cls(
+            attempts=settings.consumer_retry_attempts, pause_max=settings.consumer_pause_max_seconds
+        )
 
 
 class Consumer:
@@ -93,24 +133,35 @@ class Consumer:
         handler: Handler,
         *,
         dead_letter_exchange: str,
-        dead_letters: ConfirmedPublisher,
+        publisher: ConfirmedPublisher,
         metrics: ConsumerMetrics,
         prefetch: int = 64,
         retry: RetryPolicy | None = None,
+        retry_exchange: str | None = None,
+        ready: Ready | None = None,
     ) -> None:
         self._broker = broker
         self.queue_name = queue
         self._handler = handler
         self._dlx = dead_letter_exchange
-        self._dead_letters = dead_letters
+        self._publisher = publisher
         self._metrics = metrics
         self._prefetch = prefetch
         self._retry = retry or RetryPolicy()
+        self._retry_exchange = retry_exchange
+        self._ready = ready
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._last_crash: tuple[float, str] | None = None
+        self._paused: tuple[float, str] | None = None
+        self._pausing: asyncio.Future[None] | None = None
+        self._resuming: asyncio.Task[None] | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused is not None
 
     async def start(self) -> None:
         """Open a channel with bounded prefetch and start consuming (waits for the broker)."""
@@ -122,15 +173,23 @@ class Consumer:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking messages, let in-flight ones settle, close the channel."""
-        if self._queue is not None and self._tag is not None and self._broker.connected:
-            try:
-                await self._queue.cancel(self._tag, timeout=2)
-            except Exception as exc:  # the channel may already be gone; nothing to settle
-                log.warning("consumer.cancel_failed", error=str(exc))
+        if self._resuming is not None:
+            self._resuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resuming
+        await self._cancel()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=grace)
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
+
+    async def _cancel(self) -> None:
+        tag, self._tag = self._tag, None
+        if self._queue is not None and tag is not None and self._broker.connected:
+            try:
+                await self._queue.cancel(tag, timeout=2)
+            except Exception as exc:  # the channel may already be gone; nothing to settle
+                log.warning("consumer.cancel_failed", queue=self.queue_name, error=str(exc))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -146,6 +205,16 @@ class Consumer:
         """Run the handler on ``message`` and settle it; returns the outcome's name."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        count = (message.headers or {}).get("x-delivery-count")
+        if message.redelivered or (isinstance(count, int) and count > 0):
+            # Not an error: at-least-once at work. Worth a line, as it should be rare.
+            self._metrics.redeliveries.labels(self.queue_name).inc()
+            log.info(
+                "consumer.redelivered",
+                queue=self.queue_name,
+                message_id=message.message_id,
+                delivery_count=count,
+            )
         outcome = await self._settle(message)
         self._metrics.outcomes.labels(self.queue_name, outcome).inc()
         self._metrics.duration.labels(self.queue_name).observe(loop.time() - started)
@@ -155,7 +224,7 @@ class Consumer:
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self._retry.max_attempts),
+                stop=stop_after_attempt(self._retry.attempts),
                 wait=wait_exponential(
                     multiplier=self._retry.initial_wait, max=self._retry.max_wait
                 ),
@@ -166,11 +235,9 @@ class Consumer:
         except PermanentError as exc:
             return await self._dead_letter(message, exc.reason, str(exc))
         except TransientError as exc:
-            log.warning(
-                "consumer.requeue", queue=self.queue_name, reason=exc.reason, error=str(exc)
-            )
-            await message.nack(requeue=True)
-            return "requeued"
+            if exc.tier is not None:
+                return await self._delay(message, exc)
+            return await self._park(message, exc)
         except Exception as exc:
             # A bug, not the message's fault as far as we know: loud, and requeued.
             name = type(exc).__name__[:60]
@@ -182,14 +249,25 @@ class Consumer:
         await message.ack()
         return "acked"
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str, text: str) -> str:
-        headers = {k: _republishable(v) for k, v in (message.headers or {}).items()}
-        headers[REASON_HEADER] = f"{reason}: {text}"[:1000]
-        headers[QUEUE_HEADER] = self.queue_name
+    async def _republish(
+        self,
+        message: AbstractIncomingMessage,
+        exchange: str,
+        routing_key: str,
+        extra: dict[str, Any],
+    ) -> bool:
+        """Publish ``message`` again (confirmed) and ack it; False (and requeued) when the
+        broker did not take it."""
+        headers = {
+            k: _republishable(v)
+            for k, v in (message.headers or {}).items()
+            if k not in _BROKER_HEADERS
+        }
+        headers.update(extra)
         try:
-            await self._dead_letters.publish(
-                self._dlx,
-                self.queue_name,
+            await self._publisher.publish(
+                exchange,
+                routing_key,
                 message.body,
                 message_id=message.message_id,
                 headers=headers,
@@ -197,15 +275,82 @@ class Consumer:
                 timestamp=message.timestamp,
             )
         except PublishFailedError as exc:
-            log.warning("consumer.dead_letter_failed", queue=self.queue_name, error=str(exc))
+            log.warning("consumer.republish_failed", queue=self.queue_name, error=str(exc))
             await message.nack(requeue=True)
+            return False
+        await message.ack()
+        return True
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str, text: str) -> str:
+        extra = {REASON_HEADER: f"{reason}: {text}"[:1000], QUEUE_HEADER: self.queue_name}
+        if not await self._republish(message, self._dlx, self.queue_name, extra):
             return "requeued"
         log.warning("consumer.dead_lettered", queue=self.queue_name, reason=reason, error=text)
-        await message.ack()
         return "dead_lettered"
 
+    async def _delay(self, message: AbstractIncomingMessage, exc: TransientError) -> str:
+        if self._retry_exchange is None:
+            raise RuntimeError(f"no retry exchange for tier {exc.tier!r} of {self.queue_name}")
+        extra = {TIER_HEADER: exc.tier, QUEUE_HEADER: self.queue_name}
+        assert exc.tier is not None
+        if not await self._republish(message, self._retry_exchange, exc.tier, extra):
+            return "requeued"
+        log.info("consumer.delayed", queue=self.queue_name, tier=exc.tier, reason=exc.reason)
+        return "delayed"
+
+    async def _park(self, message: AbstractIncomingMessage, exc: TransientError) -> str:
+        # Stop taking work first, or the parked copy could come straight back to us.
+        await self._pause(f"{exc.reason}: {exc}")
+        parked = (message.headers or {}).get(PARKED_HEADER)
+        count = parked + 1 if isinstance(parked, int) else 1
+        # The default exchange routes by queue name: back to this queue's tail.
+        if not await self._republish(message, "", self.queue_name, {PARKED_HEADER: count}):
+            return "requeued"
+        return "parked"
+
+    async def _pause(self, reason: str) -> None:
+        """Cancel the subscription (once; concurrent callers wait for it) and resume in the
+        background when the dependencies answer again."""
+        if self._paused is None:
+            self._paused = (time.monotonic(), reason[:300])
+            self._metrics.paused.labels(self.queue_name).set(1)
+            log.warning("consumer.paused", queue=self.queue_name, reason=reason[:300])
+            self._pausing = asyncio.ensure_future(self._cancel())
+            self._resuming = asyncio.create_task(self._resume_when_ready(self._pausing))
+        if self._pausing is not None:
+            await asyncio.shield(self._pausing)
+
+    async def _resume_when_ready(self, cancelled: asyncio.Future[None]) -> None:
+        await asyncio.shield(cancelled)
+        delay = self._retry.pause_initial
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry.pause_max)
+            if self._ready is not None and not await self._ready():
+                continue
+            if self._queue is None or not self._broker.connected:
+                continue
+            try:
+                self._tag = await self._queue.consume(self._on_message)
+            except Exception as exc:  # the channel is being restored: try again later
+                log.warning("consumer.resume_failed", queue=self.queue_name, error=str(exc))
+                continue
+            break
+        since, _ = self._paused or (time.monotonic(), "")
+        self._paused = None
+        self._metrics.paused.labels(self.queue_name).set(0)
+        paused_for = round(time.monotonic() - since, 1)
+        log.info("consumer.resumed", queue=self.queue_name, paused_s=paused_for)
+
     async def probe(self) -> CheckResult:
-        """Health check: consuming or not."""
+        """Health check: consuming, paused (degraded), or down."""
+        if self._paused is not None:
+            since, reason = self._paused
+            return CheckResult(
+                status=Status.DEGRADED,
+                detail=f"paused {time.monotonic() - since:.0f}s ago ({reason}); "
+                f"{self.queue_name} holds the work and consumption resumes by itself",
+            )
         if self._channel is None or self._tag is None:
             return CheckResult(status=Status.DOWN, detail=f"not consuming {self.queue_name} yet")
         if self._channel.is_closed or not self._broker.connected:
@@ -240,13 +385,15 @@ def consumer_ctx(
     prefetch: int,
     critical: bool = False,
     retry: RetryPolicy | None = None,
+    depends_on: Sequence[str] = (),
 ) -> CleanupCtx:
     """The consumer resource of ``piece``'s queue: declared, then consumed with the handler
-    ``handler(app)`` builds; poison goes out through the service's :data:`PUBLISHER`.
+    ``handler(app)`` builds; dead letters, delays and parked messages go out through the
+    service's :data:`PUBLISHER`.
 
-    Needs :func:`broker_ctx` and :func:`publisher_ctx` (for dead letters) before it, and
-    whatever the handler factory reads from the app. Its health check is
-    ``<label>_consumer``.
+    ``depends_on`` names health checks (``"mongodb"``) that must answer before a paused
+    consumer resumes. Needs :func:`broker_ctx`, :func:`publisher_ctx` and whatever the
+    handler factory reads from the app before it. Its health check is ``<label>_consumer``.
     """
 
     async def consumer(app: web.Application) -> AsyncIterator[None]:
@@ -258,17 +405,32 @@ def consumer_ctx(
             raise RuntimeError("consumer_ctx needs publisher_ctx before it (dead letters)")
         if CONSUMER_METRICS not in app:
             app[CONSUMER_METRICS] = ConsumerMetrics(app[METRICS_REGISTRY])
+        checks = app[HEALTH_CHECKS]
+
+        async def ready() -> bool:
+            for name in depends_on:
+                check = checks[name]
+                try:
+                    result = await asyncio.wait_for(check.probe(), check.timeout)
+                except Exception:  # no answer is not ready
+                    return False
+                if result is not None and result.status is not Status.OK:
+                    return False
+            return True
+
         running = Consumer(
             broker,
             spec.consumed,
             handler(app),
             dead_letter_exchange=names.dead_letter_exchange,
-            dead_letters=app[PUBLISHER],
+            publisher=app[PUBLISHER],
             metrics=app[CONSUMER_METRICS],
             prefetch=prefetch,
             retry=retry,
+            retry_exchange=names.retry_exchange,
+            ready=ready,
         )
-        app[HEALTH_CHECKS][f"{spec.label}_consumer"] = HealthCheck(running.probe, critical=critical)
+        checks[f"{spec.label}_consumer"] = HealthCheck(running.probe, critical=critical)
 
         async def setup() -> None:
             await declare(await broker.connection.channel(), spec)

@@ -63,9 +63,11 @@ class QueueSpec:
 
 @dataclass(frozen=True, slots=True)
 class Names:
-    """Every exchange and queue name of one namespace."""
+    """Every exchange and queue name of one namespace, and its work queues' delivery limit
+    (a queue argument: every service of a namespace must use the same)."""
 
     namespace: str
+    delivery_limit: int = DELIVERY_LIMIT
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -141,7 +143,7 @@ def _work_queue(names: Names, name: str, bindings: tuple[tuple[str, str], ...]) 
             "x-dead-letter-routing-key": name,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
-            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-delivery-limit": names.delivery_limit,
         },
         bindings=bindings,
     )

@@ -3,18 +3,24 @@
 This module owns the shape of a ledger entry: the consumer records bodies and their fates
 through it, the webhook logs page through it, and a replay selects bodies with a
 :class:`LedgerFilter`.
+
+An entry is written once, with its fate, after the body's content was written: one insert
+per body, the least the store can do. Until then the body is only in the broker's queue (a
+body that never gets an entry is still there, or in its dead-letter queue). A body seen
+before (a redelivery, a replay) finds its entry: its attempt is counted and its fate
+updated, except that a ``failed`` never overwrites a ``processed``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from bson import ObjectId
-from pymongo import UpdateMany, UpdateOne
+from pymongo import UpdateOne
 
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.bulk import insert_new
@@ -55,77 +61,67 @@ class LedgerFilter:
 class Fate:
     """What became of one body: ``processed`` or ``failed`` (with the error)."""
 
-    sha256: str
+    delivery: WebhookDelivery
     status: str
     phone_number_ids: list[str]
     error: dict[str, Any] | None = None
+
+    @property
+    def sha256(self) -> str:
+        return self.delivery.sha256
 
 
 class Ledger:
     def __init__(self, db: Database) -> None:
         self._events = db[WEBHOOK_EVENTS]
 
-    async def receive_many(self, deliveries: Sequence[WebhookDelivery]) -> dict[str, str]:
-        """Record each delivery (once per sha256), count the attempt; returns each status.
+    async def processed_among(self, sha256s: Sequence[str]) -> set[str]:
+        """Which of these bodies were processed already (one indexed read)."""
+        if not sha256s:
+            return set()
+        found = self._events.find(
+            {"sha256": {"$in": list(sha256s)}, "status": PROCESSED}, {"_id": 0, "sha256": 1}
+        )
+        return {doc["sha256"] async for doc in found}
 
-        New bodies (the common case) cost one insert; a body seen before has its attempt
-        counted and its status read.
-        """
+    async def record(self, fates: Sequence[Fate]) -> None:
+        """Write each body's entry with its fate: one insert for new bodies (the common
+        case), an update for bodies seen before."""
         now = datetime.now(UTC)
         docs = [
             {
-                "sha256": d.sha256,
-                "request_id": d.request_id,
-                "received_at": d.received_at,
-                "body": d.body,
-                "body_bytes": len(d.body),
-                "status": RECEIVED,
+                "sha256": f.sha256,
+                "request_id": f.delivery.request_id,
+                "received_at": f.delivery.received_at,
+                "body": f.delivery.body,
+                "body_bytes": len(f.delivery.body),
+                "status": f.status,
                 "attempts": 1,
                 "last_attempt_at": now,
+                "finished_at": now,
+                "phone_number_ids": f.phone_number_ids,
+                "error": f.error,
             }
-            for d in deliveries
+            for f in fates
         ]
-        seen = [deliveries[i].sha256 for i in await insert_new(self._events, docs)]
-        statuses = {d.sha256: RECEIVED for d in deliveries}
+        seen = [fates[i] for i in await insert_new(self._events, docs)]
         if seen:
-            attempt = {"$inc": {"attempts": 1}, "$set": {"last_attempt_at": now}}
-            again = [UpdateOne({"sha256": sha}, attempt) for sha in seen]
-            await self._events.bulk_write(again, ordered=False)
-            found = self._events.find({"sha256": {"$in": seen}}, {"sha256": 1, "status": 1})
-            statuses.update({doc["sha256"]: doc["status"] async for doc in found})
-        return statuses
+            await self._events.bulk_write([_again(fate, now) for fate in seen], ordered=False)
 
-    async def finish_many(self, fates: Sequence[Fate]) -> None:
-        """Record each body's fate; bodies with the same fate share one update."""
+    async def count_attempts(self, sha256s: Sequence[str]) -> None:
+        """Count another delivery (each time a body is named) of bodies already recorded."""
+        if not sha256s:
+            return
         now = datetime.now(UTC)
-        groups: dict[bytes, tuple[Fate, list[str]]] = {}
-        for fate in fates:
-            key = orjson.dumps([fate.status, fate.phone_number_ids, fate.error])
-            groups.setdefault(key, (fate, []))[1].append(fate.sha256)
-        ops = [
-            UpdateMany(
-                {"sha256": {"$in": shas}},
-                {
-                    "$set": {
-                        "status": fate.status,
-                        "phone_number_ids": fate.phone_number_ids,
-                        "finished_at": now,
-                        "error": fate.error,
-                    }
-                },
-            )
-            for fate, shas in groups.values()
-        ]
-        if ops:
-            await self._events.bulk_write(ops, ordered=False)
-
-    async def refuse(self, sha256: str, error: dict[str, Any]) -> bool:
-        """Mark an entry failed; False when there is no entry to mark."""
-        result = await self._events.update_one(
-            {"sha256": sha256},
-            {"$set": {"status": FAILED, "error": error, "finished_at": datetime.now(UTC)}},
+        await self._events.bulk_write(
+            [
+                UpdateOne(
+                    {"sha256": sha}, {"$inc": {"attempts": n}, "$set": {"last_attempt_at": now}}
+                )
+                for sha, n in Counter(sha256s).items()
+            ],
+            ordered=False,
         )
-        return result.matched_count == 1
 
     async def page(
         self,
@@ -168,3 +164,30 @@ class Ledger:
                 received_at=entry["received_at"],
                 body=bytes(entry["body"]),
             )
+
+
+def _again(fate: Fate, now: datetime) -> UpdateOne:
+    """The update of an entry that exists: count the attempt, record the fate; a failure
+    never overwrites a success (a pipeline, so the condition is atomic)."""
+    keep: dict[str, Any] = (
+        {"$literal": False} if fate.status == PROCESSED else {"$eq": ["$status", PROCESSED]}
+    )
+
+    def chosen(field: str, value: Any) -> dict[str, Any]:
+        return {"$cond": [keep, f"${field}", {"$literal": value}]}
+
+    return UpdateOne(
+        {"sha256": fate.sha256},
+        [
+            {
+                "$set": {
+                    "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+                    "last_attempt_at": {"$literal": now},
+                    "status": chosen("status", fate.status),
+                    "phone_number_ids": chosen("phone_number_ids", fate.phone_number_ids),
+                    "error": chosen("error", fate.error),
+                    "finished_at": chosen("finished_at", now),
+                }
+            }
+        ],
+    )

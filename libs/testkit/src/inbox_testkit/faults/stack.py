@@ -16,7 +16,7 @@ import signal
 import sys
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,8 @@ class StackConfig:
     mongo_db: str
     mongodb_url: str
     rabbitmq_url: str
+    # More environment for every service (a test's compressed timings, say).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class Stack:
@@ -197,6 +199,7 @@ class Stack:
             "LOG_LEVEL": "INFO",
             "AMQP_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
             "MONGODB_TIMEOUT_MS": str(MONGODB_TIMEOUT_MS),
+            **self.config.env,
         }
 
     def ingest(self, *, rabbitmq_url: str | None = None, name: str = "webhook-ingest") -> Service:

@@ -1,13 +1,18 @@
-"""Applies webhook deliveries to the store: ledger first, then their content.
+"""Applies webhook deliveries to the store: their content, then their ledger entry.
 
 Knows nothing of AMQP: it takes :class:`WebhookDelivery` objects and the stores, so it is
 tested directly against a real MongoDB-wire server. Every write is idempotent, so running
 it again for the same body (a redelivery, a replay) changes nothing that one run did not.
 
-Concurrent :meth:`WebhookProcessor.process` calls (the consumer's in-flight deliveries, the
-bodies of a micro-batch) are coalesced into one :meth:`~WebhookProcessor.process_many`: the
-ledger, contacts, conversations and messages of the whole batch cost a few bulk writes.
-The ledger marks a body ``processed`` only after its content was written.
+:meth:`WebhookProcessor.process` calls (the bodies of every AMQP message the consumer holds,
+one-body or micro-batch alike) are grouped into one :meth:`~WebhookProcessor.process_many`
+per flush, with a bounded number of flushes in flight (adaptive: the number that moves the
+most bodies per second on this store); bodies that arrive while the store is busy wait and
+go together in the next flush. A flush costs: one indexed read of the ledger (which bodies
+were processed already), the messages and the contacts, then the conversations (after the
+messages: a conversation never shows the preview or unread mark of a message whose write
+failed), then one insert of the ledger entries with their fates. An entry says
+``processed`` only once its content was written.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from inbox_api.consumer.statuses import rank
 from inbox_api.previews import clip, preview
 from inbox_api.store.inbox import Inbox, Touch, Writes, reaction_op, status_op
 from inbox_api.store.storable import TOO_DEEP, storable
-from inbox_common.batching import Coalescer
+from inbox_common.batching import AdaptiveConcurrency, Coalescer, Concurrency
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.contracts.webhook import (
     ChangeEvent,
@@ -41,7 +46,7 @@ from inbox_common.store.ledger import FAILED, PROCESSED, Fate, Ledger
 
 log = get_logger(__name__)
 
-MAX_BATCH = 256
+MAX_BATCH = 128
 
 
 # What the store (or BSON) raises for data it will not take: such a body is recorded as
@@ -82,15 +87,23 @@ class _Body:
 
 
 class WebhookProcessor:
-    def __init__(self, stores: Stores, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        max_batch: int = MAX_BATCH,
+        concurrency: Concurrency | None = None,
+    ) -> None:
         self._stores = stores
         self._batches: Coalescer[WebhookDelivery, Outcome] = Coalescer(
-            self._flush, max_items=max_batch
+            self._flush,
+            max_items=max_batch,
+            concurrency=concurrency or AdaptiveConcurrency(1, 4),
         )
 
     async def process(self, delivery: WebhookDelivery) -> Outcome:
-        """Record ``delivery`` in the ledger and apply it, together with the deliveries
-        submitted in the same loop tick; see the module docstring."""
+        """Apply ``delivery`` and record it in the ledger, together with the deliveries
+        waiting at the same time; see the module docstring."""
         return await self._batches.submit(delivery)
 
     async def _flush(self, deliveries: Sequence[WebhookDelivery]) -> list[Outcome | BaseException]:
@@ -127,8 +140,8 @@ class WebhookProcessor:
             error=f"{type(exc).__name__}: {exc}"[:500],
         )
         error = {"code": "store_refused", "message": f"{type(exc).__name__}: {exc}"[:500]}
-        if not await self._stores.ledger.refuse(delivery.sha256, error):
-            raise exc  # not even the ledger took it: the consumer dead-letters the message
+        # If not even the ledger takes it, this raises: the consumer dead-letters the message.
+        await self._stores.ledger.record([Fate(delivery, FAILED, [], error)])
         return Outcome.FAILED
 
     async def process_many(self, deliveries: Sequence[WebhookDelivery]) -> list[Outcome]:
@@ -137,23 +150,27 @@ class WebhookProcessor:
         A store error fails the whole batch (raised); running it again is safe.
         """
         stores = self._stores
-        statuses = await stores.ledger.receive_many(deliveries)
-        outcomes: dict[int, Outcome] = {}
+        processed = await stores.ledger.processed_among([d.sha256 for d in deliveries])
+        outcomes: list[Outcome] = []
         seen: set[str] = set()
         writes = Writes()
         fates: list[Fate] = []
-        for index, delivery in enumerate(deliveries):
-            if delivery.sha256 in seen or statuses.get(delivery.sha256) == PROCESSED:
-                outcomes[index] = Outcome.DUPLICATE
+        duplicates: list[str] = []
+        for delivery in deliveries:
+            if delivery.sha256 in seen or delivery.sha256 in processed:
+                outcomes.append(Outcome.DUPLICATE)
+                duplicates.append(delivery.sha256)
                 continue
             seen.add(delivery.sha256)
             fate = await self._plan(delivery, writes)
             fates.append(fate)
-            outcomes[index] = Outcome.PROCESSED if fate.status == PROCESSED else Outcome.FAILED
+            outcomes.append(Outcome.PROCESSED if fate.status == PROCESSED else Outcome.FAILED)
         if writes:
             await stores.inbox.write(writes)
-        await stores.ledger.finish_many(fates)
-        return [outcomes[i] for i in range(len(deliveries))]
+        if fates:
+            await stores.ledger.record(fates)
+        await stores.ledger.count_attempts(duplicates)
+        return outcomes
 
     async def _plan(self, delivery: WebhookDelivery, writes: Writes) -> Fate:
         ids = {"sha256": delivery.sha256, "request_id": delivery.request_id}
@@ -162,7 +179,7 @@ class WebhookProcessor:
         except InvalidEnvelope as exc:
             log.warning("webhook.invalid_payload", reason=exc.reason, error=str(exc), **ids)
             return Fate(
-                delivery.sha256,
+                delivery,
                 FAILED,
                 [],
                 {"code": f"invalid_payload:{exc.reason}", "message": str(exc)},
@@ -184,7 +201,7 @@ class WebhookProcessor:
                 "webhook.unknown_channel", phone_number_ids=numbers, wamids=wamids[:20], **ids
             )
             return Fate(
-                delivery.sha256,
+                delivery,
                 FAILED,
                 body.phone_number_ids,
                 {
@@ -193,7 +210,7 @@ class WebhookProcessor:
                     "(POST /api/channels), which replays this event",
                 },
             )
-        return Fate(delivery.sha256, PROCESSED, body.phone_number_ids)
+        return Fate(delivery, PROCESSED, body.phone_number_ids)
 
     async def _plan_change(
         self, change: ChangeEvent, body: _Body, writes: Writes, ids: dict[str, str]

@@ -265,13 +265,17 @@ class Inbox:
         self._messages = db[MESSAGES]
 
     async def write(self, writes: Writes) -> None:
-        """Send ``writes``: contacts, conversations and messages concurrently (none reads
-        another, so their order does not matter)."""
+        """Send ``writes``: the messages and the contacts, then the conversations.
+
+        The conversations go last: a message whose write failed for good must not leave its
+        preview or unread mark on its conversation (its batch fails before that write, and
+        is applied again body by body).
+        """
         await asyncio.gather(
-            bulk_upsert(self._contacts, list(writes.contacts.values())),
-            bulk_upsert(self._conversations, writes.conversation_ops()),
             self._write_messages(writes),
+            bulk_upsert(self._contacts, list(writes.contacts.values())),
         )
+        await bulk_upsert(self._conversations, writes.conversation_ops())
 
     async def _write_messages(self, writes: Writes) -> None:
         existing = await insert_new(self._messages, [new for new, _ in writes.new_messages])
