@@ -52,6 +52,7 @@ fmt: bootstrap
 	$(UV_RUN) ruff check --fix .
 
 bench: bootstrap
+	@scripts/bootstrap.sh --bench
 	$(UV_RUN) --group bench python -m inbox_testkit.bench.run
 
 clean:

@@ -8,7 +8,20 @@
 #   rabbitmq-server   apt-get install rabbitmq-server   (skipped when RABBITMQ_URL is set)
 #   .venv             uv sync --locked
 #   local broker      scripts/ensure-rabbitmq.sh        (skipped when RABBITMQ_URL is set)
+#   wrk               apt-get install wrk, only with --bench or BOOTSTRAP_BENCH=1 (make bench):
+#                     the benchmark's HTTP load generator
 set -euo pipefail
+
+bench=${BOOTSTRAP_BENCH:-0}
+for arg in "$@"; do
+    case $arg in
+    --bench) bench=1 ;;
+    *)
+        printf 'bootstrap: unknown argument %s (usage: scripts/bootstrap.sh [--bench])\n' "$arg" >&2
+        exit 2
+        ;;
+    esac
+done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -71,6 +84,12 @@ ensure_rabbitmq_installed() {
     apt_install rabbitmq-server
 }
 
+ensure_wrk() {
+    command -v wrk >/dev/null && return
+    apt_install wrk
+    command -v wrk >/dev/null || die "wrk was installed but is not on PATH"
+}
+
 sync_venv() {
     if [[ ! -f uv.lock ]]; then
         say "creating uv.lock and syncing .venv (uv sync)"
@@ -85,6 +104,9 @@ ensure_python
 ensure_uv
 if [[ -z ${RABBITMQ_URL:-} ]]; then
     ensure_rabbitmq_installed
+fi
+if [[ $bench == 1 ]]; then
+    ensure_wrk
 fi
 sync_venv
 if [[ -z ${RABBITMQ_URL:-} ]]; then

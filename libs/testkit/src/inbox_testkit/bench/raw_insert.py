@@ -3,7 +3,8 @@
 The documents have the fields of a stored inbound text message (wamid, conversation and
 channel ids, direction, sender, type, content, timestamps, status, tenant). They are built
 before the clock starts, then inserted ``--batch`` at a time into a fresh collection (only
-the ``_id`` index), with the same driver as inbox-api (PyMongo's asyncio client). Each of
+the ``_id`` index), with the services' client (``create_client``: PyMongo's asyncio client,
+w=majority, journaled), so that every P2 line has the same write concern. Each of
 ``--rounds`` rounds uses its own new collection; the rounds' rates are all reported and the
 median is the baseline. For reference, it then times ``--upserts`` documents written as
 upserts by a unique ``wamid`` (unordered ``bulk_write`` of ``UpdateOne``, the consumer's
@@ -23,8 +24,9 @@ from typing import Any
 
 import uvloop
 from bson import ObjectId
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 
+from inbox_common.store.client import create_client
 from inbox_sandbox.payloads import new_wamid
 
 
@@ -60,7 +62,7 @@ def documents(count: int, *, seed: int = 5) -> list[dict[str, Any]]:
 async def run(
     url: str, db_name: str, count: int, batch: int, rounds: int, upserts: int
 ) -> dict[str, Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
+    client = create_client(url, app_name="bench-raw-insert")
     rates: list[float] = []
     try:
         db = client[db_name]
@@ -94,6 +96,7 @@ async def run(
             )
         upsert_rate = upserts / (time.perf_counter() - began)
         await db.drop_collection(name)
+        concern = dict(client.write_concern.document)
     finally:
         await client.close()
     return {
@@ -105,6 +108,7 @@ async def run(
         "rates": [round(r, 1) for r in rates],
         "rate": statistics.median(rates),
         "bytes_per_document": len(json.dumps(documents(1)[0], default=str)),
+        "write_concern": concern,
     }
 
 

@@ -1,11 +1,18 @@
-"""Case (B), the broker ceiling: publish the benchmark bodies straight to RabbitMQ.
+"""Case (b), the broker ceiling: publish the benchmark bodies straight to RabbitMQ.
 
-The same message the service publishes (persistent, ``mandatory`` with returns raised, the
-same properties and headers, publisher confirms) to the same exchange and queues, which
-``run.py`` declared beforehand. ``--concurrency`` publisher tasks share one confirm channel,
-so that many publishes are in flight at once, as with the service's concurrent requests.
-It runs ``--warmup`` seconds unmeasured, ``--duration`` seconds measured, then lets the
-in-flight publishes settle. Prints one line ``BENCH_JSON {...}``.
+The messages are the service's (persistent, ``mandatory`` with returns raised, the same
+properties and headers, publisher confirms), to the same exchange and queues, which ``p1.py``
+declared beforehand. With ``--batch N`` (N > 1) every message is a micro-batch of N bodies
+built with ``batch_message``, the format webhook-ingest publishes under load: the ceiling for
+our message shape. With ``--batch 1`` every message carries one body (the reference). The
+bodies' identities (sha256, request id, receive time) are built before the clock starts; the
+messages are built per publish, as the service builds them.
+
+``--concurrency`` publisher tasks share one confirm channel, so that many messages are in
+flight at once. It runs ``--warmup`` seconds unmeasured, ``--duration`` seconds measured, then
+lets the in-flight publishes settle. ``requests`` counts bodies (comparable with the HTTP
+cases' requests), ``messages`` AMQP messages; the latency is each message's publish to
+confirm. Prints one line ``BENCH_JSON {...}``.
 """
 
 from __future__ import annotations
@@ -22,27 +29,59 @@ from pathlib import Path
 import aio_pika
 import uvloop
 
+from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY
+from inbox_common.contracts.delivery import WebhookDelivery, batch_message
 from inbox_testkit.bench import bodies
 from inbox_testkit.bench.loadgen import CpuWatch, percentile
 
-ROUTING_KEY = "whatsapp.webhook"
+
+def identities(pairs: list[tuple[str, bytes]]) -> list[WebhookDelivery]:
+    now = datetime.now(UTC)
+    return [
+        WebhookDelivery.model_construct(
+            sha256=bodies.sha256_hex(body), request_id=uuid.uuid4().hex, received_at=now, body=body
+        )
+        for _, body in pairs
+    ]
+
+
+def message(group: list[WebhookDelivery]) -> aio_pika.Message:
+    """The message webhook-ingest would publish for ``group`` (one body, or a batch)."""
+    if len(group) == 1:
+        delivery = group[0]
+        return aio_pika.Message(
+            delivery.body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=delivery.sha256,
+            headers=dict(delivery.headers()),
+            content_type="application/json",
+            timestamp=delivery.received_at,
+        )
+    body, headers, message_id = batch_message(group)
+    return aio_pika.Message(
+        body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        headers=headers,
+        timestamp=group[0].received_at,
+    )
 
 
 async def run(
     url: str,
     exchange_name: str,
-    pairs: list[tuple[str, bytes]],
+    items: list[WebhookDelivery],
     concurrency: int,
+    batch: int,
     warmup: float,
     duration: float,
     watch: CpuWatch,
 ) -> dict[str, object]:
-    hashes = [bodies.sha256_hex(body) for _, body in pairs]
     latencies: list[float] = []
-    measured = 0
+    measured = measured_bodies = 0
     failures = 0
-    confirmed_total = 0
-    index = 0
+    confirmed_total = bodies_total = 0
+    index = sent = 0
     measuring = False
     stopping = False
     connection = await aio_pika.connect(url, client_properties={"connection_name": "bench-raw"})
@@ -51,34 +90,25 @@ async def run(
         exchange = await channel.get_exchange(exchange_name, ensure=False)
 
         async def publisher() -> None:
-            nonlocal index, measured, failures, confirmed_total
+            nonlocal index, sent, measured, measured_bodies, failures, confirmed_total
+            nonlocal bodies_total
             while not stopping:
-                i = index % len(pairs)
-                index += 1
-                body = pairs[i][1]
-                received_at = datetime.now(UTC)
-                message = aio_pika.Message(
-                    body,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=hashes[i],
-                    headers={
-                        "request_id": uuid.uuid4().hex,
-                        "received_at": received_at.isoformat(),
-                        "sha256": hashes[i],
-                    },
-                    content_type="application/json",
-                    timestamp=received_at,
-                )
+                group = [items[(index + k) % len(items)] for k in range(batch)]
+                index += batch
+                sent += 1
+                outgoing = message(group)
                 began = time.perf_counter()
                 ok = True
                 try:
-                    await exchange.publish(message, ROUTING_KEY, mandatory=True)
+                    await exchange.publish(outgoing, WEBHOOK_ROUTING_KEY, mandatory=True)
                 except (aio_pika.exceptions.PublishError, aio_pika.exceptions.DeliveryError):
                     ok = False
                 elapsed = time.perf_counter() - began
                 confirmed_total += ok
+                bodies_total += batch if ok else 0
                 if measuring:
                     measured += 1
+                    measured_bodies += batch if ok else 0
                     failures += not ok
                     latencies.append(elapsed)
 
@@ -97,7 +127,9 @@ async def run(
     return {
         "generator": "aio-pika",
         "duration_s": elapsed,
-        "requests": measured,
+        "requests": measured_bodies,
+        "messages": measured,
+        "batch": batch,
         "bad_status": failures,
         "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
         "latency_ms": {
@@ -109,7 +141,8 @@ async def run(
             "max": (ordered[-1] if ordered else 0.0) * 1e3,
         },
         "ok_total": confirmed_total,
-        "sent_total": index,
+        "bodies_total": bodies_total,
+        "sent_total": sent,
         "cpu_cores": cpu,
     }
 
@@ -119,7 +152,8 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("exchange")
     parser.add_argument("bodies", type=Path)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=50, help="messages in flight")
+    parser.add_argument("--batch", type=int, default=1, help="bodies per message")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
@@ -127,10 +161,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    pairs = bodies.read(args.bodies)
+    items = identities(bodies.read(args.bodies))
     watch = CpuWatch({"raw publisher": os.getpid(), **CpuWatch.parse(args.watch)})
     result = uvloop.run(
-        run(args.url, args.exchange, pairs, args.concurrency, args.warmup, args.duration, watch)
+        run(
+            args.url,
+            args.exchange,
+            items,
+            args.concurrency,
+            args.batch,
+            args.warmup,
+            args.duration,
+            watch,
+        )
     )
     print("BENCH_JSON " + json.dumps(result), flush=True)
 
