@@ -257,7 +257,12 @@ async def test_the_conversation_list_has_the_agreed_shape(
     [item] = page["items"]
     assert set(item) >= CONVERSATION_KEYS
     assert item["channel_id"] == str(channel["_id"])
-    assert item["contact"] == {"wa_id": "4915550001", "name": "Ann"}
+    assert item["contact"] == {
+        "wa_id": "4915550001",
+        "user_id": "US.4915550001",
+        "username": None,
+        "name": "Ann",
+    }
     assert item["status"] == "open"
     assert item["unread_count"] == 2
     assert item["last_message_preview"] == "second"

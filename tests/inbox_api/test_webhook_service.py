@@ -162,7 +162,9 @@ async def test_a_crash_half_way_then_a_redelivery_equals_one_clean_delivery(
         payloads.reaction_message(WA, third, first, "👍", timestamp=T0 + 2),
     )
     stores = Stores.of(db)
-    crashing = WebhookProcessor(Stores(stores.ledger, stores.channels, _CrashingInbox(db)))
+    crashing = WebhookProcessor(
+        Stores(stores.ledger, stores.channels, _CrashingInbox(db), stores.identities)
+    )
 
     with pytest.raises(RuntimeError, match="killed"):
         await crashing.process(delivery_of(body))
@@ -660,7 +662,9 @@ async def test_a_batch_of_entries_is_applied_whole(
 
     assert await processor.process(delivery_of(body)) is Outcome.PROCESSED
 
-    assert await db[CONTACTS].count_documents({"channel_id": channel["_id"]}) == 2
+    # Ann, Bob, and WA (the customer the outbound message went to: every conversation has a
+    # contact).
+    assert await db[CONTACTS].count_documents({"channel_id": channel["_id"]}) == 3
     assert await db[CONTACTS].count_documents({"channel_id": globex["_id"]}) == 1
     unread = {
         (c["tenant"], c["wa_id"]): len(c["unread_wamids"]) async for c in db[CONVERSATIONS].find({})

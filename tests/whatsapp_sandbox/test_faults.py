@@ -107,7 +107,7 @@ async def test_an_asynchronous_fault_is_accepted_then_fails_by_webhook(
     await published.wait_for(1, f"the failed status carrying {code}")
     [status] = published.statuses(wamid)
     assert status.status == "failed"
-    assert status.model_extra == {"biz_opaque_callback_data": "b-1"}
+    assert status.biz_opaque_callback_data == "b-1"
     [error] = status.errors
     assert error.code == code
     assert error.title == error.message

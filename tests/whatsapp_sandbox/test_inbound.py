@@ -125,7 +125,8 @@ async def test_a_username_customer_comes_with_a_bsuid_and_no_phone_number(
     assert contact.wa_id is None
     assert contact.user_id == BSUID
     assert contact.profile is not None
-    assert contact.profile.model_extra == {"username": "@realsheenanelson"}
+    assert contact.profile.username == "@realsheenanelson"
+    assert contact.profile.model_extra == {}
 
 
 @pytest.mark.integration

@@ -58,7 +58,7 @@ async def test_a_text_outside_the_window_is_accepted_then_fails_with_131047(
     assert status.status == "failed"
     assert status.recipient_id == CUSTOMER
     assert status.recipient_user_id is None  # sent to a phone number
-    assert status.model_extra == {"biz_opaque_callback_data": "out-1"}
+    assert status.biz_opaque_callback_data == "out-1"
     [error] = status.errors
     assert error.code == 131047
     assert error.title == error.message == "Re-engagement message"

@@ -55,7 +55,7 @@ async def test_statuses_reach_the_queue_signed_and_meta_shaped(
     for status in statuses:
         assert status.recipient_id == CUSTOMER
         assert status.recipient_user_id == BSUID
-        assert status.model_extra == {"biz_opaque_callback_data": "msg-7"}
+        assert status.biz_opaque_callback_data == "msg-7"
     sent, delivered, read = statuses
     assert sent.pricing == {
         "billable": False,

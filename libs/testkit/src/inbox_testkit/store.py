@@ -11,6 +11,7 @@ from inbox_api.store.inbox import Inbox, Touch, Writes
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import Database, Document
+from inbox_common.store.identities import Identities, Identity
 from inbox_common.store.ledger import Fate, Ledger
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
 
@@ -63,7 +64,8 @@ async def store_message(
     the webhook path writes one; returns the conversation id."""
     writes = Writes()
     touch = Touch(doc["wamid"], doc["timestamp"], preview, inbound)
-    conversation = writes.touch(channel, wa_id, name=None, touch=touch)
+    contact = await Identities(db).resolve(channel, Identity.of(wa_id, None))
+    conversation = writes.touch(channel, contact, name=None, touch=touch)
     writes.message(channel, {**doc, "conversation_id": conversation}, status=status)
     await Inbox(db).write(writes)
     return conversation
@@ -72,24 +74,37 @@ async def store_message(
 async def snapshot(db: Database) -> dict[str, list[Document]]:
     """Contacts, conversations and messages, comparable across runs and databases.
 
-    Ids are replaced by natural keys (channel → phone number, conversation → wa_id), sets are
-    sorted, and ``created_at`` (the moment of the first write) is dropped.
+    Ids are replaced by natural keys (channel → phone number, contact and conversation → the
+    contact's phone or BSUID), sets are sorted, and ``created_at`` (the moment of the first
+    write) is dropped.
     """
     numbers = {c["_id"]: c["phone_number_id"] async for c in db["channels"].find({})}
-    wa_ids = {c["_id"]: c["wa_id"] async for c in db[CONVERSATIONS].find({})}
+    people = {
+        c["_id"]: str(c.get("wa_id") or c.get("user_id")) async for c in db[CONTACTS].find({})
+    }
+    conversations = {
+        c["_id"]: people.get(c.get("contact_id"), str(c.get("wa_id")))
+        async for c in db[CONVERSATIONS].find({})
+    }
 
     def normal(doc: Document) -> Document:
         out = {k: v for k, v in doc.items() if k not in {"_id", "created_at"}}
         if "channel_id" in out:
             out["channel_id"] = numbers[out["channel_id"]]
+        if "contact_id" in out:
+            out["contact_id"] = people[out["contact_id"]]
         if "conversation_id" in out:
-            out["conversation_id"] = wa_ids[out["conversation_id"]]
+            out["conversation_id"] = conversations.get(out["conversation_id"], "?")
         if "unread_wamids" in out:
             out["unread_wamids"] = sorted(out["unread_wamids"])
         return out
 
+    def key(doc: Document) -> tuple[str, str]:
+        who = doc.get("wamid") or doc.get("wa_id") or doc.get("user_id") or ""
+        return (str(doc.get("channel_id")), str(who))
+
     result: dict[str, list[Document]] = {}
-    for collection, key in ((CONTACTS, "wa_id"), (CONVERSATIONS, "wa_id"), (MESSAGES, "wamid")):
+    for collection in (CONTACTS, CONVERSATIONS, MESSAGES):
         docs = [normal(d) async for d in db[collection].find({})]
-        result[collection] = sorted(docs, key=lambda d: (str(d.get("channel_id")), d[key]))
+        result[collection] = sorted(docs, key=key)
     return result

@@ -47,8 +47,8 @@ def _describe(message: InboundMessage) -> str:
         case "unsupported":
             return "[unsupported message]"
         case "system":
-            body = (message.system or {}).get("body")
-            return body if isinstance(body, str) and body else "[system]"
+            body = message.system.body if message.system else None
+            return body or "[system]"
         case "order":
             items = (message.order or {}).get("product_items")
             return f"[order] {len(items)} items" if isinstance(items, list) else "[order]"

@@ -39,6 +39,7 @@ __all__ = [
     "Metadata",
     "Profile",
     "ReactionContent",
+    "SystemContent",
     "TextContent",
     "UnixTimestamp",
     "WebhookEnvelope",
@@ -90,20 +91,23 @@ class Metadata(_MetaObject):
 
 
 class Profile(_MetaObject):
-    """A WhatsApp user's public profile."""
+    """A WhatsApp user's public profile; ``username`` when the user adopted one."""
 
     name: str | None = None
+    username: str | None = None
 
 
 class Contact(_MetaObject):
     """The user behind the messages or statuses of a change.
 
-    ``wa_id`` may be an empty string for users with a username; ``user_id`` (BSUID) is then
-    the only stable identifier.
+    ``user_id`` is the business-scoped user id (BSUID); ``wa_id`` (the phone) is missing (or
+    empty) when Meta may not share it, for users with a username. ``parent_user_id`` is the
+    BSUID at the level of a managed business portfolio (``ENT.…``).
     """
 
     wa_id: str | None = None
     user_id: str | None = None
+    parent_user_id: str | None = None
     profile: Profile | None = None
 
 
@@ -186,6 +190,19 @@ class ButtonContent(_MetaObject):
     text: str | None = None
 
 
+class SystemContent(_MetaObject):
+    """A change of the user's identity (``type``: ``user_changed_number``,
+    ``user_changed_user_id``): the new ``wa_id`` / ``user_id`` and the previous BSUID."""
+
+    body: str | None = None
+    type: str | None = None
+    wa_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    previous_user_id: str | None = None
+    previous_parent_user_id: str | None = None
+
+
 class ReactionContent(_MetaObject):
     """A reaction to an earlier message; no (or an empty) emoji removes it."""
 
@@ -226,7 +243,7 @@ class InboundMessage(_MetaObject):
     button: ButtonContent | None = None
     reaction: ReactionContent | None = None
     referral: dict[str, Any] | None = None
-    system: dict[str, Any] | None = None
+    system: SystemContent | None = None
     order: dict[str, Any] | None = None
 
     @property
@@ -276,6 +293,7 @@ class MessageStatus(_MetaObject):
     timestamp: UnixTimestamp
     recipient_id: str | None = None
     recipient_user_id: str | None = None
+    biz_opaque_callback_data: str | None = None
     conversation: dict[str, Any] | None = None
     pricing: dict[str, Any] | None = None
     errors: list[MetaError] = []

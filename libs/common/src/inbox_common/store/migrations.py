@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pymongo.errors import CollectionInvalid
+from pymongo.errors import CollectionInvalid, OperationFailure
 
 from inbox_common.store.client import Database
 from inbox_common.store.schema import (
@@ -25,11 +25,14 @@ from inbox_common.store.schema import (
 
 def checksum(migration: Migration) -> str:
     """A digest of what ``migration`` does, so an edited applied migration is detected."""
-    spec = {
+    spec: dict[str, Any] = {
         "collections": migration.collections,
         "indexes": [(ix.collection, ix.name, ix.keys, ix.options()) for ix in migration.indexes],
         "validators": migration.validators,
     }
+    if migration.data is not None or migration.drop_indexes:
+        spec["data"] = migration.data.__qualname__ if migration.data else None
+        spec["drop_indexes"] = migration.drop_indexes
     return hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
@@ -41,6 +44,11 @@ async def _ensure_collection(db: Database, name: str) -> None:
 async def _apply(db: Database, migration: Migration) -> None:
     for name in migration.collections:
         await _ensure_collection(db, name)
+    for collection, name in migration.drop_indexes:
+        with contextlib.suppress(OperationFailure):  # already gone: idempotent
+            await db[collection].drop_index(name)
+    if migration.data is not None:
+        await migration.data(db)
     for index in migration.indexes:
         await db[index.collection].create_index(list(index.keys), **index.options())
     for collection, validator in migration.validators.items():
@@ -55,12 +63,13 @@ async def applied_versions(db: Database) -> dict[int, dict[str, Any]]:
     return {doc["_id"]: doc async for doc in db[SCHEMA_MIGRATIONS].find({})}
 
 
-async def apply_migrations(db: Database) -> list[Migration]:
-    """Apply every migration not recorded yet, in order; returns those applied now."""
+async def apply_migrations(db: Database, *, up_to: int | None = None) -> list[Migration]:
+    """Apply every migration not recorded yet (up to version ``up_to``), in order; returns
+    those applied now."""
     done = await applied_versions(db)
     applied = []
     for migration in MIGRATIONS:
-        if migration.version in done:
+        if migration.version in done or (up_to is not None and migration.version > up_to):
             continue
         await _apply(db, migration)
         await db[SCHEMA_MIGRATIONS].update_one(

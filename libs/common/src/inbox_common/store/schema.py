@@ -1,22 +1,47 @@
-"""Collection names and the schema, as an ordered list of versioned migrations.
+"""The schema, as an ordered list of versioned migrations.
 
-A migration only adds (collections, indexes, validators); none drops data. The schema the
-code expects is the fold of every migration, which is what ``db-deploy --check`` compares
-with the live database.
+A migration adds collections, indexes and validators, and may run a data step (idempotent:
+it rewrites documents into the new shape and can run again) and replace an index by another
+(``drop_indexes``: an index holds no data; a unique index whose key changed meaning must go
+before its successor can be built). No migration deletes a document or a collection. The
+schema the code expects is the fold of every migration, which is what ``db-deploy --check``
+compares with the live database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-CHANNELS = "channels"
-CONTACTS = "contacts"
-CONVERSATIONS = "conversations"
-MESSAGES = "messages"
-WEBHOOK_EVENTS = "webhook_events"
-API_TOKENS = "api_tokens"
-SCHEMA_MIGRATIONS = "schema_migrations"
+from inbox_common.store.client import Database
+from inbox_common.store.collections import (
+    API_TOKENS,
+    CHANNELS,
+    CONTACTS,
+    CONVERSATIONS,
+    MESSAGES,
+    SCHEMA_MIGRATIONS,
+    WEBHOOK_EVENTS,
+)
+from inbox_common.store.identities import migrate_contacts
+
+__all__ = [
+    "API_TOKENS",
+    "CHANNELS",
+    "CONTACTS",
+    "CONVERSATIONS",
+    "MESSAGES",
+    "MIGRATIONS",
+    "SCHEMA_MIGRATIONS",
+    "WEBHOOK_EVENTS",
+    "Index",
+    "Migration",
+    "expected_indexes",
+    "expected_validators",
+]
+
+DataStep = Callable[[Database], Awaitable[None]]
 
 WEBHOOK_RETENTION_SECONDS = 30 * 24 * 3600
 
@@ -43,11 +68,17 @@ class Index:
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One version of the schema; applied in this order: collections, the dropped indexes
+    (an old unique key may refuse the data step's rewrites), the data step, the new indexes
+    (their unique keys hold only once the data step merged duplicates), the validators."""
+
     version: int
     name: str
     collections: tuple[str, ...] = ()
     indexes: tuple[Index, ...] = ()
     validators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: DataStep | None = None
+    drop_indexes: tuple[tuple[str, str], ...] = ()  # (collection, index name)
 
 
 def _required(*names: str, **properties: dict[str, Any]) -> dict[str, Any]:
@@ -128,12 +159,47 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         },
     ),
+    Migration(
+        version=2,
+        name="contacts by identity: phone and business-scoped user id, one conversation each",
+        data=migrate_contacts,
+        # Unique on (channel, wa_id) for every document: a customer without a phone has none,
+        # so the key becomes partial (below), and a conversation is one per contact now.
+        drop_indexes=((CONTACTS, "channel_wa_id_unique"), (CONVERSATIONS, "channel_wa_id_unique")),
+        indexes=(
+            Index(
+                CONTACTS,
+                "channel_phone_unique",
+                (("channel_id", 1), ("wa_id", 1)),
+                unique=True,
+                partial={"wa_id": {"$exists": True}},
+            ),
+            Index(
+                CONTACTS,
+                "channel_bsuid_unique",
+                (("channel_id", 1), ("user_id", 1)),
+                unique=True,
+                partial={"user_id": {"$exists": True}},
+            ),
+            Index(CONTACTS, "channel_former_bsuids", (("channel_id", 1), ("former_user_ids", 1))),
+            Index(CONVERSATIONS, "contact", (("contact_id", 1),)),
+            Index(CONVERSATIONS, "tenant_phone", (("tenant", 1), ("wa_id", 1))),
+            Index(CONVERSATIONS, "tenant_bsuid", (("tenant", 1), ("user_id", 1))),
+            Index(CONVERSATIONS, "merged_into", (("merged_into", 1),)),
+        ),
+    ),
 )
 
 
 def expected_indexes() -> dict[tuple[str, str], Index]:
-    """Every index the code expects, by (collection, name)."""
-    return {(ix.collection, ix.name): ix for m in MIGRATIONS for ix in m.indexes}
+    """Every index the code expects, by (collection, name): those a later migration drops
+    are not."""
+    indexes: dict[tuple[str, str], Index] = {}
+    for migration in MIGRATIONS:
+        for dropped in migration.drop_indexes:
+            indexes.pop(dropped, None)
+        indexes.update({(ix.collection, ix.name): ix for ix in migration.indexes})
+    return indexes
 
 
 def expected_validators() -> dict[str, dict[str, Any]]:

@@ -408,17 +408,24 @@ async def _check_conversations(
     db: Database, inbound: dict[str, Any], verdict: Verdict, *, ignored: set[str]
 ) -> None:
     details = verdict.details
-    conversations = await db["conversations"].find({}).to_list()
-    per_user = Counter((c["channel_id"], c["wa_id"]) for c in conversations)
-    for key, n in per_user.items():
+    # A conversation or contact merged into another (the same person, first known by another
+    # identifier) is an alias, not a second one.
+    live = {"merged_into": {"$exists": False}}
+    conversations = await db["conversations"].find(live).to_list()
+    per_person = Counter(
+        (c["channel_id"], c.get("contact_id") or c.get("wa_id")) for c in conversations
+    )
+    for key, n in per_person.items():
         if n > 1:
             verdict.duplicated += n - 1
             details.append(f"duplicated: {n} conversations with {key[1]}")
-    contacts = await db["contacts"].find({}).to_list()
-    for key, n in Counter((c["channel_id"], c["wa_id"]) for c in contacts).items():
-        if n > 1:
-            verdict.duplicated += n - 1
-            details.append(f"duplicated: {n} contacts for {key[1]}")
+    contacts = await db["contacts"].find(live).to_list()
+    for identifier in ("wa_id", "user_id"):
+        held = Counter((c["channel_id"], c[identifier]) for c in contacts if c.get(identifier))
+        for key, n in held.items():
+            if n > 1:
+                verdict.duplicated += n - 1
+                details.append(f"duplicated: {n} contacts for {key[1]}")
     members: dict[Any, set[str]] = {}
     for wamid, doc in inbound.items():
         members.setdefault(doc.get("conversation_id"), set()).add(wamid)

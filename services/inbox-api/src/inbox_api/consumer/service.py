@@ -18,30 +18,20 @@ failed), then one insert of the ledger entries with their fates. An entry says
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from bson.errors import BSONError
 from pymongo.errors import PyMongoError
 
-from inbox_api.consumer.statuses import rank
-from inbox_api.previews import clip, preview
-from inbox_api.store.inbox import Inbox, Touch, Writes, reaction_op, status_op
-from inbox_api.store.storable import TOO_DEEP, storable
+from inbox_api.consumer.planning import Planner
+from inbox_api.store.inbox import Inbox, Writes
 from inbox_common.batching import AdaptiveConcurrency, Coalescer, Concurrency
 from inbox_common.contracts.delivery import WebhookDelivery
-from inbox_common.contracts.webhook import (
-    ChangeEvent,
-    InboundMessage,
-    InvalidEnvelope,
-    MessageStatus,
-    iter_changes,
-    parse_envelope,
-)
 from inbox_common.logging import get_logger
 from inbox_common.store.channels import Channels
-from inbox_common.store.client import Database, Document, is_transient
+from inbox_common.store.client import Database, is_transient
+from inbox_common.store.identities import Identities
 from inbox_common.store.ledger import FAILED, PROCESSED, Fate, Ledger
 
 log = get_logger(__name__)
@@ -72,18 +62,11 @@ class Stores:
     ledger: Ledger
     channels: Channels
     inbox: Inbox
+    identities: Identities
 
     @classmethod
     def of(cls, db: Database) -> Stores:
-        return cls(Ledger(db), Channels(db), Inbox(db))
-
-
-@dataclass(slots=True)
-class _Body:
-    """What one body's changes touched, to record its fate."""
-
-    phone_number_ids: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+        return cls(Ledger(db), Channels(db), Inbox(db), Identities(db))
 
 
 class WebhookProcessor:
@@ -95,6 +78,7 @@ class WebhookProcessor:
         concurrency: Concurrency | None = None,
     ) -> None:
         self._stores = stores
+        self._planner = Planner(stores.channels, stores.identities)
         self._batches: Coalescer[WebhookDelivery, Outcome] = Coalescer(
             self._flush,
             max_items=max_batch,
@@ -154,91 +138,30 @@ class WebhookProcessor:
         outcomes: list[Outcome] = []
         seen: set[str] = set()
         writes = Writes()
-        fates: list[Fate] = []
         duplicates: list[str] = []
+        todo: list[WebhookDelivery] = []
         for delivery in deliveries:
             if delivery.sha256 in seen or delivery.sha256 in processed:
-                outcomes.append(Outcome.DUPLICATE)
                 duplicates.append(delivery.sha256)
-                continue
-            seen.add(delivery.sha256)
-            fate = await self._plan(delivery, writes)
-            fates.append(fate)
-            outcomes.append(Outcome.PROCESSED if fate.status == PROCESSED else Outcome.FAILED)
+            else:
+                seen.add(delivery.sha256)
+                todo.append(delivery)
+        fates = await self._planner.plan(todo, writes)
+        fate_of = {fate.sha256: fate.status for fate in fates}
+        for delivery in deliveries:
+            status = fate_of.pop(delivery.sha256, None)
+            if status is None:
+                outcomes.append(Outcome.DUPLICATE)
+            else:
+                outcomes.append(Outcome.PROCESSED if status == PROCESSED else Outcome.FAILED)
         if writes:
             await stores.inbox.write(writes)
+            # Another replica may have merged a conversation this flush wrote to.
+            await stores.identities.refold(writes.conversations)
         if fates:
             await stores.ledger.record(fates)
         await stores.ledger.count_attempts(duplicates)
         return outcomes
-
-    async def _plan(self, delivery: WebhookDelivery, writes: Writes) -> Fate:
-        ids = {"sha256": delivery.sha256, "request_id": delivery.request_id}
-        try:
-            envelope = parse_envelope(delivery.body)
-        except InvalidEnvelope as exc:
-            log.warning("webhook.invalid_payload", reason=exc.reason, error=str(exc), **ids)
-            return Fate(
-                delivery,
-                FAILED,
-                [],
-                {"code": f"invalid_payload:{exc.reason}", "message": str(exc)},
-            )
-        body = _Body()
-        for change in iter_changes(envelope):
-            await self._plan_change(change, body, writes, ids)
-        if body.unknown:
-            numbers = ", ".join(sorted(set(body.unknown)))
-            wamids = [
-                wamid
-                for change in iter_changes(envelope)
-                for wamid in (
-                    *(m.id for m in change.messages),
-                    *(s.id for s in change.statuses),
-                )
-            ]
-            log.warning(
-                "webhook.unknown_channel", phone_number_ids=numbers, wamids=wamids[:20], **ids
-            )
-            return Fate(
-                delivery,
-                FAILED,
-                body.phone_number_ids,
-                {
-                    "code": "unknown_channel",
-                    "message": f"no channel has phone_number_id {numbers}; create it "
-                    "(POST /api/channels), which replays this event",
-                },
-            )
-        return Fate(delivery, PROCESSED, body.phone_number_ids)
-
-    async def _plan_change(
-        self, change: ChangeEvent, body: _Body, writes: Writes, ids: dict[str, str]
-    ) -> None:
-        if change.field != "messages" or change.phone_number_id is None:
-            # Other subscriptions (templates, account updates) are kept in the ledger only.
-            return
-        number = change.phone_number_id
-        if number not in body.phone_number_ids:
-            body.phone_number_ids.append(number)
-        channel = await self._stores.channels.by_phone_number_id(number)
-        if channel is None:
-            body.unknown.append(number)
-            return
-        names: dict[str, str | None] = {}
-        for contact in change.contacts:
-            identity = contact.wa_id or contact.user_id
-            if identity:
-                name = contact.profile.name if contact.profile else None
-                names[identity] = name
-                writes.contact(channel, identity, user_id=contact.user_id, name=name)
-        where = {"phone_number_id": number, **ids}
-        for message in change.messages:
-            log.debug("webhook.message", wamid=message.id, type=message.type, **where)
-            _plan_message(channel, message, names, writes)
-        for status in change.statuses:
-            log.debug("webhook.status", wamid=status.id, status=status.status, **where)
-            writes.messages.append(_status(channel, status))
 
 
 def _log_crash(delivery: WebhookDelivery, exc: Exception) -> None:
@@ -250,63 +173,3 @@ def _log_crash(delivery: WebhookDelivery, exc: Exception) -> None:
         exception=type(exc).__name__,
         error=str(exc)[:300],
     )
-
-
-def _plan_message(
-    channel: Document, message: InboundMessage, names: dict[str, str | None], writes: Writes
-) -> None:
-    sender = message.from_ or message.from_user_id or ""
-    reaction = message.reaction if message.type == "reaction" else None
-    content, preview = _content_and_preview(message)
-    conversation = writes.touch(
-        channel,
-        sender,
-        name=names.get(sender),
-        # A reaction decorates its target: no unread count, no new preview.
-        touch=Touch(message.id, message.timestamp, None if reaction else preview, True),
-    )
-    if reaction is not None and reaction.message_id:
-        writes.messages.append(
-            reaction_op(
-                channel,
-                reaction.message_id,
-                by=sender,
-                emoji=None if message.is_reaction_removal else reaction.emoji,
-                at=message.timestamp,
-                wamid=message.id,
-            )
-        )
-        return
-    doc: dict[str, Any] = {
-        "wamid": message.id,
-        "conversation_id": conversation,
-        "direction": "inbound",
-        "from": sender,
-        "type": message.type,
-        "content": content,
-        "reply_to": message.reply_to,
-        "timestamp": message.timestamp,
-    }
-    if message.context is not None and (
-        message.context.forwarded or message.context.frequently_forwarded
-    ):
-        doc["forwarded"] = True
-    writes.message(channel, doc, status="received")
-
-
-def _content_and_preview(message: InboundMessage) -> tuple[dict[str, Any], str]:
-    try:
-        return storable(message.content), preview(message)
-    except (ValueError, RecursionError):
-        # Nesting too deep even to serialize (pydantic refuses it): keep the message, point
-        # at the raw body.
-        return {"unstorable": TOO_DEEP}, clip(f"[{message.type}]")
-
-
-def _status(channel: Document, status: MessageStatus) -> Any:
-    entry: dict[str, Any] = {"status": status.status, "timestamp": status.timestamp}
-    if status.errors:
-        entry["errors"] = [e.model_dump(mode="json", exclude_none=True) for e in status.errors]
-    if status.recipient_id:
-        entry["recipient_id"] = status.recipient_id
-    return status_op(channel, status.id, entry=storable(entry), rank=rank(status.status))

@@ -73,8 +73,9 @@ async def list_conversations(request: web.Request) -> web.Response:
         query["status"] = params["status"]
     if "channel_id" in params:
         query["channel_id"] = pagination.object_id(params["channel_id"], "channel", status=400)
-    if "wa_id" in params:
-        query["wa_id"] = params["wa_id"]
+    for identifier in ("wa_id", "user_id"):  # the phone, or the business-scoped user id
+        if identifier in params:
+            query[identifier] = params[identifier]
     limit = pagination.limit(params.get("limit"))
     after = pagination.decode(params["cursor"]) if "cursor" in params else None
     docs, more = await request.app[CONVERSATIONS].page(query, after=after, limit=limit)

@@ -118,6 +118,7 @@ def build_openapi() -> bytes:
                         status_filter,
                         {"name": "channel_id", "in": "query", "schema": {"type": "string"}},
                         {"name": "wa_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "user_id", "in": "query", "schema": {"type": "string"}},
                         *_PAGING,
                     ],
                     errors=("400", "401"),

@@ -65,7 +65,11 @@ class ChannelCreated(ChannelOut):
 
 
 class ContactOut(BaseModel):
-    wa_id: str
+    wa_id: str | None = Field(
+        description="the phone number; null when Meta does not share it (a username customer)"
+    )
+    user_id: str | None = Field(description="the business-scoped user id (BSUID)")
+    username: str | None = Field(description="the customer's WhatsApp username, when set")
     name: str | None
 
 

@@ -16,6 +16,7 @@ from inbox_api.rest.schemas import (
     WebhookLogOut,
 )
 from inbox_common.store.client import Document
+from inbox_common.store.identities import Identity
 
 
 def channel(doc: Document) -> ChannelOut:
@@ -35,12 +36,23 @@ def conversation(doc: Document) -> ConversationOut:
     return ConversationOut(
         id=str(doc["_id"]),
         channel_id=str(doc["channel_id"]),
-        contact=ContactOut(wa_id=doc["wa_id"], name=doc.get("contact_name")),
+        contact=_contact(doc),
         status=doc.get("status", "open"),
         unread_count=doc.get("unread_count", 0),
         last_message_at=doc.get("last_message_at"),
         last_message_preview=doc.get("last_message_preview"),
         last_inbound_at=doc.get("last_inbound_at"),
+    )
+
+
+def _contact(doc: Document) -> ContactOut:
+    # Older conversations kept a BSUID in wa_id when the phone was missing.
+    identity = Identity.of(doc.get("wa_id"), doc.get("user_id"))
+    return ContactOut(
+        wa_id=identity.wa_id,
+        user_id=identity.user_id,
+        username=doc.get("username"),
+        name=doc.get("contact_name"),
     )
 
 

@@ -7,14 +7,14 @@ read-then-write in Python. User-supplied values enter pipelines only through ``$
 
 Writes are built as operations first (:class:`Writes`) and sent as one unordered bulk write
 per collection, so a batch of webhooks costs a few round trips, not a few per message.
-A conversation's id is derived from (channel, contact), so messages can name their
-conversation before it is written.
+A conversation's id is its contact's (``inbox_common.store.identities``): fixed when the
+contact is first seen, so messages can name their conversation before it is written, and it
+stays the same when the contact's phone or BSUID changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,21 +25,13 @@ from pymongo import UpdateOne
 
 from inbox_common.store.bulk import bulk_upsert, insert_new
 from inbox_common.store.client import Database, Document
+from inbox_common.store.identities import ContactRef, lit, newer
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES
-
-
-def lit(value: Any) -> dict[str, Any]:
-    return {"$literal": value}
 
 
 def _keep_or(field: str, value: Any) -> dict[str, Any]:
     """The field's current value, or ``value`` on a new document ($setOnInsert in a pipeline)."""
     return {"$ifNull": [f"${field}", lit(value)]}
-
-
-def conversation_id(channel_id: ObjectId, wa_id: str) -> ObjectId:
-    """The id of the one conversation between a channel and a contact."""
-    return ObjectId(hashlib.sha256(f"{channel_id}:{wa_id}".encode()).digest()[:12])
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +47,9 @@ class Touch:
 @dataclass(slots=True)
 class _Conversation:
     channel: Document
-    wa_id: str
+    contact: ContactRef
     name: str | None
+    username: str | None
     touches: list[Touch]
 
 
@@ -70,7 +63,7 @@ class Writes:
     an early status or reaction); statuses and reactions are pipeline upserts.
     """
 
-    contacts: dict[tuple[Any, str], UpdateOne] = field(default_factory=dict)
+    contacts: dict[ObjectId, UpdateOne] = field(default_factory=dict)
     conversations: dict[ObjectId, _Conversation] = field(default_factory=dict)
     new_messages: list[tuple[Document, UpdateOne]] = field(default_factory=list)
     messages: list[UpdateOne] = field(default_factory=list)
@@ -79,16 +72,36 @@ class Writes:
         return bool(self.contacts or self.conversations or self.new_messages or self.messages)
 
     def contact(
-        self, channel: Document, wa_id: str, *, user_id: str | None, name: str | None
+        self,
+        contact: ContactRef,
+        *,
+        name: str | None,
+        username: str | None,
+        parent_user_id: str | None,
     ) -> None:
-        self.contacts[(channel["_id"], wa_id)] = contact_op(
-            channel, wa_id, user_id=user_id, name=name
-        )
+        """What a webhook says about a contact's profile (the latest one in the batch wins);
+        nothing to write when the contact already holds it (the common case)."""
+        fields = {"name": name, "username": username, "parent_user_id": parent_user_id}
+        changed = {k: v for k, v in fields.items() if v and not contact.holds(k, v)}
+        if changed:
+            self.contacts[contact.id] = UpdateOne({"_id": contact.id}, {"$set": changed})
 
-    def touch(self, channel: Document, wa_id: str, *, name: str | None, touch: Touch) -> ObjectId:
-        key = conversation_id(channel["_id"], wa_id)
-        entry = self.conversations.setdefault(key, _Conversation(channel, wa_id, name, []))
+    def touch(
+        self,
+        channel: Document,
+        contact: ContactRef,
+        *,
+        name: str | None,
+        touch: Touch,
+        username: str | None = None,
+    ) -> ObjectId:
+        key = contact.conversation_id
+        entry = self.conversations.setdefault(
+            key, _Conversation(channel, contact, name, username, [])
+        )
+        entry.contact = contact
         entry.name = name or entry.name
+        entry.username = username or entry.username
         entry.touches.append(touch)
         return key
 
@@ -105,27 +118,25 @@ class Writes:
 
     def conversation_ops(self) -> list[UpdateOne]:
         return [
-            conversation_op(c.channel, c.wa_id, name=c.name, touches=c.touches)
+            conversation_op(
+                c.channel, c.contact, name=c.name, username=c.username, touches=c.touches
+            )
             for c in self.conversations.values()
         ]
 
 
-def contact_op(
-    channel: Document, wa_id: str, *, user_id: str | None, name: str | None
-) -> UpdateOne:
-    update: dict[str, Any] = {
-        "$setOnInsert": {"tenant": channel["tenant"], "created_at": datetime.now(UTC)},
-    }
-    fields = {k: v for k, v in {"name": name, "user_id": user_id}.items() if v}
-    if fields:
-        update["$set"] = fields
-    return UpdateOne({"channel_id": channel["_id"], "wa_id": wa_id}, update, upsert=True)
-
-
 def conversation_op(
-    channel: Document, wa_id: str, *, name: str | None, touches: Sequence[Touch]
+    channel: Document,
+    contact: ContactRef,
+    *,
+    name: str | None,
+    touches: Sequence[Touch],
+    username: str | None = None,
 ) -> UpdateOne:
-    """Create or update the conversation with ``wa_id`` for the messages ``touches``.
+    """Create or update ``contact``'s conversation for the messages ``touches``.
+
+    The conversation shows the contact's current identifiers (``wa_id`` is ``None`` for a
+    customer whose phone Meta does not share).
 
     Visible messages (with a preview) set the preview if they are the newest (ties broken by
     wamid), and inbound ones join the unread set. A reaction (no preview) moves only
@@ -137,21 +148,12 @@ def conversation_op(
     unread = [t.wamid for t in visible if t.inbound]
     inbound_at = max((t.at for t in touches if t.inbound), default=None)
     at, wamid = (newest.at, newest.wamid) if newest else (None, "")
-    newer = {
-        "$or": [
-            {"$lt": ["$last_message_at", lit(at)]},
-            {
-                "$and": [
-                    {"$eq": ["$last_message_at", lit(at)]},
-                    {"$lt": ["$last_message_wamid", lit(wamid)]},
-                ]
-            },
-        ]
-    }
     first: dict[str, Any] = {
-        "_newer": newer,
+        "_newer": newer(at, wamid),
         "channel_id": _keep_or("channel_id", channel["_id"]),
-        "wa_id": _keep_or("wa_id", wa_id),
+        "contact_id": lit(contact.id),
+        "wa_id": lit(contact.wa_id),
+        "user_id": lit(contact.user_id),
         "tenant": _keep_or("tenant", channel["tenant"]),
         "status": _keep_or("status", "open"),
         "created_at": _keep_or("created_at", datetime.now(UTC)),
@@ -159,6 +161,8 @@ def conversation_op(
     }
     if name:
         first["contact_name"] = lit(name)
+    if username:
+        first["username"] = lit(username)
     second: dict[str, Any] = {}
     if newest is not None:
         second["last_message_at"] = {"$cond": ["$_newer", lit(at), "$last_message_at"]}
@@ -175,7 +179,7 @@ def conversation_op(
         *([{"$set": second}] if second else []),
         {"$unset": "_newer"},
     ]
-    return UpdateOne({"_id": conversation_id(channel["_id"], wa_id)}, stages, upsert=True)
+    return UpdateOne({"_id": contact.conversation_id}, stages, upsert=True)
 
 
 def message_op(channel: Document, doc: Document, *, status: str) -> UpdateOne:
@@ -289,6 +293,7 @@ class Inbox:
     ) -> list[Document]:
         """Newest first by last message, then id; conversations with no message yet (only a
         reaction so far) come last."""
+        query = {**query, "merged_into": {"$exists": False}}
         if after is not None:
             at, oid = after
             if at is None:
@@ -308,13 +313,27 @@ class Inbox:
         return await cursor.to_list()
 
     async def conversation(self, query: dict[str, Any]) -> Document | None:
-        return await self._conversations.find_one(query, _CONVERSATION_FIELDS)
+        """The conversation ``query`` finds, or the one it was merged into (its contact
+        turned out to be someone known by another identifier)."""
+        doc = await self._conversations.find_one(query, _CONVERSATION_FIELDS)
+        for _ in range(5):
+            if doc is None or doc.get("merged_into") is None:
+                return doc
+            doc = await self._conversations.find_one(
+                {**query, "_id": doc["merged_into"]}, _CONVERSATION_FIELDS
+            )
+        return doc
 
     async def messages(
         self, conversation_id: ObjectId, *, before: tuple[datetime, ObjectId] | None, limit: int
     ) -> list[Document]:
-        """The newest ``limit`` messages older than ``before``, newest first."""
-        query: dict[str, Any] = {"conversation_id": conversation_id}
+        """The newest ``limit`` messages older than ``before``, newest first (those of the
+        conversations merged into this one included)."""
+        merged = [
+            c["_id"]
+            async for c in self._conversations.find({"merged_into": conversation_id}, {"_id": 1})
+        ]
+        query: dict[str, Any] = {"conversation_id": {"$in": [conversation_id, *merged]}}
         if before is not None:
             at, oid = before
             query["$or"] = [
@@ -327,7 +346,11 @@ class Inbox:
 
 _CONVERSATION_FIELDS = {
     "channel_id": 1,
+    "contact_id": 1,
     "wa_id": 1,
+    "user_id": 1,
+    "username": 1,
+    "merged_into": 1,
     "contact_name": 1,
     "status": 1,
     "last_message_at": 1,

@@ -1,0 +1,316 @@
+"""Turning the webhook bodies of one flush into one set of writes.
+
+Three passes over the flush, so each kind of store work is done once for all its bodies:
+
+1. **Parse** each body and look up the channel of each of its ``messages`` changes (a
+   cached read). A body that is not a webhook gets its ``failed`` fate here.
+2. **Identities**: the people the changes name. Identity changes Meta reports as ``system``
+   messages are applied first (so the messages of the same flush already find the person
+   under the new identifiers), then every other person is resolved to a contact with one
+   read per channel (``inbox_common.store.identities``): a phone, a BSUID or both, linked as
+   soon as one webhook carries both.
+3. **Writes**: messages into their contact's conversation, statuses and reactions onto their
+   messages, contacts' names and usernames; each body's fate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inbox_api.consumer.statuses import rank
+from inbox_api.previews import clip, preview
+from inbox_api.store.inbox import Touch, Writes, reaction_op, status_op
+from inbox_api.store.storable import TOO_DEEP, storable
+from inbox_common.contracts.delivery import WebhookDelivery
+from inbox_common.contracts.webhook import (
+    ChangeEvent,
+    Contact,
+    InboundMessage,
+    InvalidEnvelope,
+    MessageStatus,
+    iter_changes,
+    parse_envelope,
+)
+from inbox_common.logging import get_logger
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import Document
+from inbox_common.store.identities import ContactRef, Identities, Identity
+from inbox_common.store.ledger import FAILED, PROCESSED, Fate
+
+log = get_logger(__name__)
+
+IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
+
+
+@dataclass(slots=True)
+class Parsed:
+    """One body after pass 1: its ``messages`` changes with their channel, or its fate."""
+
+    delivery: WebhookDelivery
+    changes: list[tuple[ChangeEvent, Document, People]] = field(default_factory=list)
+    phone_number_ids: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    fate: Fate | None = None
+
+    @property
+    def ids(self) -> dict[str, str]:
+        return {"sha256": self.delivery.sha256, "request_id": self.delivery.request_id}
+
+
+@dataclass(slots=True)
+class People:
+    """Who a change names: each message's sender and each contact entry, as identities."""
+
+    senders: dict[str, Identity] = field(default_factory=dict)  # by wamid
+    profiles: dict[Identity, Contact] = field(default_factory=dict)
+    linked: list[Identity] = field(default_factory=list)  # statuses naming both ids
+
+
+class Planner:
+    def __init__(self, channels: Channels, identities: Identities) -> None:
+        self._channels = channels
+        self._identities = identities
+
+    async def plan(self, deliveries: list[WebhookDelivery], writes: Writes) -> list[Fate]:
+        """The fate of each body (in order); their content is added to ``writes``."""
+        parsed = [await self._parse(d) for d in deliveries]
+        refs = await self._people(parsed, writes)
+        fates = []
+        for body in parsed:
+            if body.fate is None:
+                for change, channel, people in body.changes:
+                    self._plan_change(body, change, channel, people, refs, writes)
+                body.fate = _fate(body)
+            fates.append(body.fate)
+        return fates
+
+    # --- pass 1 -----------------------------------------------------------------------------
+
+    async def _parse(self, delivery: WebhookDelivery) -> Parsed:
+        body = Parsed(delivery)
+        try:
+            envelope = parse_envelope(delivery.body)
+        except InvalidEnvelope as exc:
+            log.warning("webhook.invalid_payload", reason=exc.reason, error=str(exc), **body.ids)
+            error = {"code": f"invalid_payload:{exc.reason}", "message": str(exc)}
+            body.fate = Fate(delivery, FAILED, [], error)
+            return body
+        for change in iter_changes(envelope):
+            if change.field != "messages" or change.phone_number_id is None:
+                # Other subscriptions (templates, account updates) are kept in the ledger only.
+                continue
+            number = change.phone_number_id
+            if number not in body.phone_number_ids:
+                body.phone_number_ids.append(number)
+            channel = await self._channels.by_phone_number_id(number)
+            if channel is None:
+                body.unknown.append(number)
+                wamids = [m.id for m in change.messages] + [s.id for s in change.statuses]
+                log.warning(
+                    "webhook.unknown_channel",
+                    phone_number_id=number,
+                    wamids=wamids[:20],
+                    **body.ids,
+                )
+                continue
+            body.changes.append((change, channel, people_of(change)))
+        return body
+
+    # --- pass 2 -----------------------------------------------------------------------------
+
+    async def _people(
+        self, parsed: list[Parsed], writes: Writes
+    ) -> dict[tuple[Any, Identity], ContactRef]:
+        by_channel: dict[Any, tuple[Document, list[Identity]]] = {}
+        for body in parsed:
+            for change, channel, people in body.changes:
+                for message in change.messages:
+                    if message.type == "system" and message.system is not None:
+                        await self._apply_identity_change(channel, message, writes)
+                named = by_channel.setdefault(channel["_id"], (channel, []))[1]
+                named.extend(people.senders.values())
+                named.extend(people.profiles)
+                named.extend(people.linked)
+        refs: dict[tuple[Any, Identity], ContactRef] = {}
+        for channel_id, (channel, identities) in by_channel.items():
+            resolved = await self._identities.resolve_many(channel, identities)
+            refs.update({(channel_id, i): ref for i, ref in resolved.items()})
+        return refs
+
+    async def _apply_identity_change(
+        self, channel: Document, message: InboundMessage, writes: Writes
+    ) -> None:
+        system = message.system
+        assert system is not None
+        if system.type not in IDENTITY_CHANGES:
+            return
+        previous = Identity.of(message.from_, system.previous_user_id or message.from_user_id)
+        new_phone = system.wa_id if system.type == "user_changed_number" else message.from_
+        current = Identity.of(new_phone, system.user_id or message.from_user_id)
+        log.info(
+            "webhook.identity_changed",
+            wamid=message.id,
+            kind=system.type,
+            phone_number_id=channel.get("phone_number_id"),
+        )
+        ref = await self._identities.change(
+            channel, previous, current, at=message.timestamp, wamid=message.id, kind=system.type
+        )
+        # The conversation shows the new identifiers; no bubble, no unread mark.
+        writes.touch(
+            channel, ref, name=None, touch=Touch(message.id, message.timestamp, None, False)
+        )
+
+    # --- pass 3 -----------------------------------------------------------------------------
+
+    def _plan_change(
+        self,
+        body: Parsed,
+        change: ChangeEvent,
+        channel: Document,
+        people: People,
+        refs: dict[tuple[Any, Identity], ContactRef],
+        writes: Writes,
+    ) -> None:
+        where = {"phone_number_id": change.phone_number_id, **body.ids}
+        for identity, contact in people.profiles.items():
+            profile = contact.profile
+            writes.contact(
+                refs[(channel["_id"], identity)],
+                name=profile.name if profile else None,
+                username=profile.username if profile else None,
+                parent_user_id=contact.parent_user_id,
+            )
+        for message in change.messages:
+            log.debug("webhook.message", wamid=message.id, type=message.type, **where)
+            if message.type == "system" and message.system is not None:
+                continue  # applied to the contact in pass 2
+            sender = people.senders.get(message.id)
+            if not sender:
+                log.warning("webhook.message_without_sender", wamid=message.id, **where)
+                continue
+            name, username = _profile(people, sender)
+            ref = refs[(channel["_id"], sender)]
+            _plan_message(channel, ref, message, name, username, writes)
+        for status in change.statuses:
+            log.debug("webhook.status", wamid=status.id, status=status.status, **where)
+            writes.messages.append(_status(channel, status))
+
+
+def people_of(change: ChangeEvent) -> People:
+    """The identities a change names (see :class:`People`).
+
+    A message's sender is named by ``from`` (phone) and ``from_user_id`` (BSUID); the contact
+    entry that shares either completes it, so an older webhook that gives only ``from`` still
+    links the BSUID its contact entry carries.
+    """
+    people = People()
+    entries = [(Identity.of(c.wa_id, c.user_id), c) for c in change.contacts]
+    for identity, contact in entries:
+        if identity:
+            people.profiles[identity] = contact
+    for message in change.messages:
+        own = Identity.of(message.from_, message.from_user_id)
+        for identity, _ in entries:
+            if _shares(own, identity):
+                own = Identity(own.wa_id or identity.wa_id, own.user_id or identity.user_id)
+        if own:
+            people.senders[message.id] = own
+    for status in change.statuses:
+        both = Identity.of(status.recipient_id, status.recipient_user_id)
+        if both.wa_id and both.user_id:
+            people.linked.append(both)  # a status that names both links them
+    return people
+
+
+def _shares(a: Identity, b: Identity) -> bool:
+    return bool((a.wa_id and a.wa_id == b.wa_id) or (a.user_id and a.user_id == b.user_id))
+
+
+def _profile(people: People, sender: Identity) -> tuple[str | None, str | None]:
+    """The sender's name and username, from the contact entry that names them."""
+    for identity, contact in people.profiles.items():
+        if _shares(identity, sender) and contact.profile:
+            return contact.profile.name, contact.profile.username
+    return None, None
+
+
+def _fate(body: Parsed) -> Fate:
+    if body.unknown:
+        numbers = ", ".join(sorted(set(body.unknown)))
+        error = {
+            "code": "unknown_channel",
+            "message": f"no channel has phone_number_id {numbers}; create it "
+            "(POST /api/channels), which replays this event",
+        }
+        return Fate(body.delivery, FAILED, body.phone_number_ids, error)
+    return Fate(body.delivery, PROCESSED, body.phone_number_ids)
+
+
+def _plan_message(
+    channel: Document,
+    ref: ContactRef,
+    message: InboundMessage,
+    name: str | None,
+    username: str | None,
+    writes: Writes,
+) -> None:
+    sender = message.from_ or message.from_user_id or ref.wa_id or ref.user_id or ""
+    reaction = message.reaction if message.type == "reaction" else None
+    content, summary = _content_and_preview(message)
+    conversation = writes.touch(
+        channel,
+        ref,
+        name=name,
+        username=username,
+        # A reaction decorates its target: no unread count, no new preview.
+        touch=Touch(message.id, message.timestamp, None if reaction else summary, True),
+    )
+    if reaction is not None and reaction.message_id:
+        writes.messages.append(
+            reaction_op(
+                channel,
+                reaction.message_id,
+                by=sender,
+                emoji=None if message.is_reaction_removal else reaction.emoji,
+                at=message.timestamp,
+                wamid=message.id,
+            )
+        )
+        return
+    doc: dict[str, Any] = {
+        "wamid": message.id,
+        "conversation_id": conversation,
+        "direction": "inbound",
+        "from": sender,
+        "type": message.type,
+        "content": content,
+        "reply_to": message.reply_to,
+        "timestamp": message.timestamp,
+    }
+    if message.context is not None and (
+        message.context.forwarded or message.context.frequently_forwarded
+    ):
+        doc["forwarded"] = True
+    writes.message(channel, doc, status="received")
+
+
+def _content_and_preview(message: InboundMessage) -> tuple[dict[str, Any], str]:
+    try:
+        return storable(message.content), preview(message)
+    except (ValueError, RecursionError):
+        # Nesting too deep even to serialize (pydantic refuses it): keep the message, point
+        # at the raw body.
+        return {"unstorable": TOO_DEEP}, clip(f"[{message.type}]")
+
+
+def _status(channel: Document, status: MessageStatus) -> Any:
+    entry: dict[str, Any] = {"status": status.status, "timestamp": status.timestamp}
+    if status.errors:
+        entry["errors"] = [e.model_dump(mode="json", exclude_none=True) for e in status.errors]
+    if status.recipient_id:
+        entry["recipient_id"] = status.recipient_id
+    if status.recipient_user_id:
+        entry["recipient_user_id"] = status.recipient_user_id
+    return status_op(channel, status.id, entry=storable(entry), rank=rank(status.status))
