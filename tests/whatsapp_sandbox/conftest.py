@@ -13,8 +13,6 @@ from aio_pika.abc import AbstractQueue
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from inbox_common.broker.connection import Broker
-from inbox_common.broker.topology import Names
 from inbox_common.contracts.delivery import deliveries_from_amqp
 from inbox_common.contracts.webhook import (
     InboundMessage,
@@ -24,18 +22,15 @@ from inbox_common.contracts.webhook import (
     parse_envelope,
 )
 from inbox_common.whatsapp.signature import SIGNATURE_HEADER, verify
-from inbox_ingest.app import WEBHOOK_PATH
-from inbox_ingest.app import create_app as create_ingest_app
-from inbox_ingest.settings import IngestSettings
 from inbox_sandbox.app import create_app
 from inbox_sandbox.keys import WEBHOOKS
 from inbox_sandbox.settings import SandboxSettings
 from inbox_testkit.polling import wait_until
+from inbox_testkit.sandbox import SECRET
 
 Client = TestClient[web.Request, web.Application]
 MakeSandbox = Callable[..., Awaitable[Client]]
 
-SECRET = "sandbox-app-secret"
 NUMBER = "100000000000001"
 TOKEN = "token-one"
 WABA = "100000000000009"
@@ -197,30 +192,6 @@ async def make_sandbox(receiver: Receiver) -> AsyncIterator[MakeSandbox]:
 async def sandbox(make_sandbox: MakeSandbox, receiver: Receiver) -> Client:
     """A sandbox whose webhooks go to ``receiver``."""
     return await make_sandbox(receiver.url)
-
-
-@pytest.fixture
-async def ingest_url(amqp_url: str, names: Names, broker: Broker) -> AsyncIterator[str]:
-    """The real webhook-ingest on a TestServer, publishing into this test's namespace."""
-    settings = IngestSettings.model_validate(
-        {
-            "rabbitmq_url": amqp_url,
-            "amqp_namespace": names.namespace,
-            "whatsapp_webhook_secret": SECRET,
-            "whatsapp_webhook_verify_token": "verify-me",
-            "amqp_publish_timeout": 2.0,
-            "log_format": "console",
-        }
-    )
-    client: Client = TestClient(TestServer(create_ingest_app(settings)))
-    await client.start_server()
-
-    async def ready() -> bool:
-        return (await client.get("/api/health")).status == 200
-
-    await wait_until(ready, "webhook-ingest to connect to the broker", timeout=10)
-    yield str(client.make_url(WEBHOOK_PATH))
-    await client.close()
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from inbox_common.logging import bind_message_context, get_logger
 
@@ -101,3 +103,45 @@ async def error_middleware(request: web.Request, handler: HandlerT) -> web.Strea
             "internal_error",
             f"unexpected error; quote request id {request_id} when reporting it",
         )
+
+
+# --- errors before any handler: requests aiohttp's parser refuses ---------------------------
+
+
+class _JsonErrorHandler(RequestHandler):
+    """The connection handler, answering a request the HTTP parser refused (oversized
+    headers, a malformed request line, a bad chunk) in the JSON error shape instead of
+    aiohttp's plain text."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)
+        if status >= 500:
+            text = "the server failed while reading the request; try again"
+        else:
+            reason = (str(exc) if exc is not None else message) or HTTPStatus(status).phrase
+            text = f"the request is not valid HTTP ({reason[:300]}); fix the request"
+        answer = error_response(status, "bad_http_request" if status < 500 else _code(status), text)
+        answer.force_close()  # the connection's state is unknown after a parse error
+        del plain
+        return answer
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ServiceRunner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections answer parser errors in the JSON
+    error shape (aiohttp offers no hook for it: the server it makes is given our handler)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server

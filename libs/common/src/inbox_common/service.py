@@ -16,6 +16,8 @@ and the whole ``__main__`` is ``run(MySettings, create_app)``.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -23,7 +25,7 @@ import uvloop
 from aiohttp import web
 
 from inbox_common.health import setup_observability
-from inbox_common.http import MAX_BODY_KEY, error_middleware
+from inbox_common.http import MAX_BODY_KEY, ServiceRunner, error_middleware
 from inbox_common.logging import configure_logging, get_logger
 from inbox_common.metrics import METRICS_REGISTRY, HttpMetrics, http_metrics_middleware
 from inbox_common.settings import ServiceSettings, load_settings
@@ -51,15 +53,24 @@ def create_service_app(service: str, *, client_max_size: int = DEFAULT_MAX_BODY)
 def serve(app: web.Application, *, host: str, port: int) -> None:
     """Serve ``app`` on uvloop until SIGINT/SIGTERM, then run its cleanup."""
     log.info("service.starting", host=host, port=port)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=SHUTDOWN_SECONDS,
-        loop=uvloop.new_event_loop(),
+    uvloop.run(_serve(app, host, port))
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = ServiceRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
     )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("service.stopping")
+    finally:
+        await runner.cleanup()
 
 
 def run(settings_type: type[SettingsT], create_app: Callable[[SettingsT], web.Application]) -> None:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
+SETTINGS_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
 
 
 def url_with_scheme(*schemes: str) -> AfterValidator:
@@ -30,7 +30,7 @@ def url_with_scheme(*schemes: str) -> AfterValidator:
 
 
 class LoggingSettings(BaseSettings):
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="one of DEBUG, INFO, WARNING, ERROR"
@@ -46,7 +46,7 @@ class LoggingSettings(BaseSettings):
 
 
 class BrokerSettings(BaseSettings):
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     rabbitmq_url: Annotated[str, url_with_scheme("amqp", "amqps")] = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
@@ -72,7 +72,7 @@ class BrokerSettings(BaseSettings):
 class ConsumerSettings(BaseSettings):
     """How a consumer rides out a dependency outage (see ``inbox_common.broker.consumer``)."""
 
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     consumer_retry_attempts: int = Field(
         default=3, ge=1, le=20, description="quick in-process tries before the consumer pauses"
@@ -86,7 +86,7 @@ class ConsumerSettings(BaseSettings):
 
 
 class MongoSettings(BaseSettings):
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     mongodb_url: Annotated[str, url_with_scheme("mongodb", "mongodb+srv")] = Field(
         default="mongodb://127.0.0.1:27017/?directConnection=true",
@@ -103,7 +103,7 @@ class MongoSettings(BaseSettings):
 
 
 class HttpSettings(BaseSettings):
-    model_config = _CONFIG
+    model_config = SETTINGS_CONFIG
 
     http_host: str = Field(default="0.0.0.0", description="the address to listen on")
 

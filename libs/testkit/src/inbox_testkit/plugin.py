@@ -36,13 +36,22 @@ from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import Names, declare, everything
 from inbox_common.store.client import Database, Document, create_client
 from inbox_common.store.migrations import apply_migrations
+from inbox_common.store.token_cipher import TokenCipher
 from inbox_common.tokens import Role, create_token
+from inbox_ingest.app import WEBHOOK_PATH
+from inbox_ingest.app import create_app as create_ingest_app
+from inbox_ingest.settings import IngestSettings
 from inbox_testkit import backends
 from inbox_testkit.broker import broker_connection, webhook_consumer
+from inbox_testkit.polling import wait_until
+from inbox_testkit.sandbox import SECRET
 from inbox_testkit.store import create_channel
 from inbox_testkit.tenants import ACME_NUMBER, Tokens
 
 ApiClient = TestClient[web.Request, web.Application]
+
+# One key for the channel tokens of this test process and the services it starts.
+os.environ.setdefault("CHANNEL_TOKEN_KEYS", TokenCipher.new_key())
 
 # A test's JUnit property with this prefix is a fault-suite verdict: printed at the end.
 FAULT_PROPERTY = "fault:"
@@ -261,3 +270,30 @@ async def api(settings: InboxApiSettings, db: Database) -> AsyncIterator[ApiClie
     """inbox-api on a TestServer, over the migrated ``db`` and the namespace's broker."""
     async with TestClient(TestServer(create_app(settings))) as client:
         yield client
+
+
+@pytest.fixture
+async def ingest_url(amqp_url: str, names: Names, broker: Broker) -> AsyncIterator[str]:
+    """The real webhook-ingest on a TestServer, publishing into this test's namespace and
+    verifying the sandbox's signature (``inbox_testkit.sandbox.SECRET``)."""
+    settings = IngestSettings.model_validate(
+        {
+            "rabbitmq_url": amqp_url,
+            "amqp_namespace": names.namespace,
+            "whatsapp_webhook_secret": SECRET,
+            "whatsapp_webhook_verify_token": "verify-me",
+            "amqp_publish_timeout": 2.0,
+            "log_format": "console",
+        }
+    )
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(create_ingest_app(settings))
+    )
+    await client.start_server()
+
+    async def ready() -> bool:
+        return (await client.get("/api/health")).status == 200
+
+    await wait_until(ready, "webhook-ingest to connect to the broker", timeout=10)
+    yield str(client.make_url(WEBHOOK_PATH))
+    await client.close()

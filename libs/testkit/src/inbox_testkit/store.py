@@ -14,12 +14,18 @@ from inbox_common.store.client import Database, Document
 from inbox_common.store.identities import Identities, Identity
 from inbox_common.store.ledger import Fate, Ledger
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
+from inbox_common.store.token_cipher import TokenCipher, TokenCipherSettings
+
+
+def cipher() -> TokenCipher:
+    """The channel token cipher of the services a test starts (``CHANNEL_TOKEN_KEYS``)."""
+    return TokenCipherSettings().token_cipher()
 
 
 async def create_channel(
     db: Database, *, tenant: str, phone_number_id: str, name: str = "Support"
 ) -> Document:
-    return await Channels(db).create(
+    return await Channels(db, cipher=cipher()).create(
         tenant=tenant,
         fields={
             "name": name,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from inbox_api.errors import ConflictError
+from inbox_api.errors import ConflictError, NotFoundError
+from inbox_api.outbound import OutboundService
 from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
 from inbox_common.broker.topology import Names
 from inbox_common.logging import get_logger
@@ -21,9 +23,15 @@ log = get_logger(__name__)
 
 class ChannelService:
     def __init__(
-        self, channels: Channels, ledger: Ledger, publisher: ConfirmedPublisher, names: Names
+        self,
+        channels: Channels,
+        ledger: Ledger,
+        publisher: ConfirmedPublisher,
+        names: Names,
+        outbound: OutboundService,
     ) -> None:
         self._channels = channels
+        self._outbound = outbound
         self._ledger = ledger
         self._publisher = publisher
         self._names = names
@@ -53,6 +61,18 @@ class ChannelService:
         if replayed:
             log.info("channel.replayed", phone_number_id=phone_number_id, events=replayed)
         return replayed
+
+    async def reconnect(
+        self, channel_id: ObjectId, tenant: str | None, access_token: str
+    ) -> tuple[Document, int]:
+        """A disconnected channel gets a new token; the messages held meanwhile are queued
+        again. Returns the channel and how many messages were queued."""
+        doc = await self._channels.reconnect(channel_id, tenant, access_token)
+        if doc is None:
+            raise NotFoundError("channel", channel_id)
+        requeued = await self._outbound.requeue_held(channel_id)
+        log.info("channel.reconnected", channel_id=str(channel_id), requeued=requeued)
+        return doc, requeued
 
     async def for_tenant(self, tenant: str | None) -> list[Document]:
         """A tenant's channels; ``None``: every tenant's (superadmin)."""

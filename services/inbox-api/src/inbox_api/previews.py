@@ -86,3 +86,13 @@ def _describe_interactive(interactive: InteractiveContent | None) -> str:
     if interactive.nfm_reply is not None:
         return "[form response]"
     return "[interactive]"
+
+
+def outbound_preview(type_: str, content: Any) -> str:
+    """The preview of a message the inbox sends (Meta's request object for ``type_``)."""
+    if type_ == "template" and isinstance(content, dict):
+        return clip(f"[template] {content.get('name', '')}")
+    message = InboundMessage.model_validate(
+        {"id": "outbound", "timestamp": 0, "type": type_, type_: content}
+    )
+    return preview(message)

@@ -10,13 +10,32 @@ from inbox_common.settings import (
     MongoSettings,
     ServiceSettings,
 )
+from inbox_common.store.token_cipher import TokenCipherSettings
+from inbox_common.whatsapp.cloud_api import CloudApiSettings
 
 
-class InboxApiSettings(BrokerSettings, ConsumerSettings, MongoSettings, ServiceSettings):
+class InboxApiSettings(
+    BrokerSettings,
+    ConsumerSettings,
+    MongoSettings,
+    ServiceSettings,
+    TokenCipherSettings,
+    CloudApiSettings,
+):
     inbox_api_port: int = Field(default=8081, ge=1, le=65535, description="a TCP port")
     # Twice a flush's worth of one-body messages: the next batch gathers while one is written.
     inbox_consumer_prefetch: int = Field(
         default=256, ge=1, le=2000, description="unacked webhook messages held at once"
+    )
+    sender_prefetch: int = Field(
+        default=32, ge=1, le=1000, description="Cloud API calls one replica makes at once"
+    )
+    sender_stale_seconds: float = Field(
+        default=60.0,
+        ge=5.0,
+        le=3600.0,
+        description="how long a send without an answer or a status webhook waits before it "
+        "is sent again (marked possible_duplicate)",
     )
 
     @property

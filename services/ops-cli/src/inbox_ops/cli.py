@@ -14,10 +14,12 @@ from inbox_common.logging import configure_logging
 from inbox_common.settings import load_settings, redact_url
 from inbox_common.store.client import create_client
 from inbox_common.store.ledger import LedgerFilter
+from inbox_common.store.token_cipher import TokenCipher
 from inbox_common.tokens import Role
+from inbox_ops.channels import rotate_channel_tokens
 from inbox_ops.db import db_deploy
 from inbox_ops.settings import OpsSettings
-from inbox_ops.tokens import token_create
+from inbox_ops.tokens import token_create, token_list, token_revoke
 from inbox_ops.webhooks import webhooks_replay
 
 
@@ -42,6 +44,23 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="", help="a label to recognise the token by")
+    listing = token_commands.add_parser("list", help="every token (never the token itself)")
+    listing.add_argument("--tenant", help="only this tenant's")
+    revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", metavar="ID", help="the id `token list` shows")
+    revoke.add_argument("--tenant", help="refuse unless the token is this tenant's")
+
+    channels = commands.add_parser("channels", help="channel access tokens at rest")
+    channel_commands = channels.add_subparsers(
+        dest="channels_command", required=True, metavar="ACTION"
+    )
+    channel_commands.add_parser(
+        "new-key", help="print a new key for CHANNEL_TOKEN_KEYS (put it first to rotate)"
+    )
+    channel_commands.add_parser(
+        "rotate-tokens",
+        help="re-encrypt every channel token with the first key of CHANNEL_TOKEN_KEYS",
+    )
 
     webhooks = commands.add_parser("webhooks", help="work with the webhook ledger")
     webhook_commands = webhooks.add_subparsers(
@@ -83,6 +102,13 @@ async def _with_store(args: argparse.Namespace, settings: OpsSettings) -> int:
                 limit=args.limit,
             )
             return await webhooks_replay(db, settings, selection, dry_run=args.dry_run)
+        if args.command == "channels":
+            return await rotate_channel_tokens(db)
+        action = args.token_command
+        if action == "list":
+            return await token_list(db, tenant=args.tenant)
+        if action == "revoke":
+            return await token_revoke(db, token_id=args.token_id, tenant=args.tenant)
         return await token_create(db, role=args.role, tenant=args.tenant, name=args.name)
     except PyMongoError as exc:
         print(
@@ -101,6 +127,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         from inbox_ops.devstack import run_dev_stack
 
         return run_dev_stack(args.state_dir)
+    if args.command == "channels" and args.channels_command == "new-key":
+        print(TokenCipher.new_key())
+        return 0
     settings = load_settings(OpsSettings)
     configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
     return asyncio.run(_with_store(args, settings))

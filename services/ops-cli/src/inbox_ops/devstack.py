@@ -14,6 +14,7 @@ import secrets
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,12 +27,20 @@ from inbox_common.local.secantus import SecantusServer
 from inbox_common.settings import redact_url
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
+from inbox_common.store.token_cipher import TokenCipher
 from inbox_common.tokens import Role, create_token, find_token
 from inbox_common.whatsapp import signature
 
 DEV_TENANT = "dev"
 DEV_PHONE_NUMBER_ID = "100000000000001"
 DEV_DISPLAY_NUMBER = "+1 555 010 0001"
+# The token the sandbox's default number accepts (SANDBOX_NUMBERS): a local stand-in.
+DEV_SANDBOX_TOKEN = "dev-sandbox-token"  # noqa: S105
+DEV_CUSTOMER = "15551234567"
+
+
+def _random_secret() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def _port_free(port: int) -> bool:
@@ -50,12 +59,14 @@ class DevStack:
         self.children: list[ServiceProcess] = []
         self.mongo: SecantusServer | None = None
 
-    def _persistent_secret(self, variable: str, filename: str) -> None:
+    def _persistent_secret(
+        self, variable: str, filename: str, make: Callable[[], str] = _random_secret
+    ) -> None:
         if self.env.get(variable):
             return
         path = self.state / filename
         if not path.exists():
-            path.write_text(secrets.token_urlsafe(24))
+            path.write_text(make())
             path.chmod(0o600)
         self.env[variable] = path.read_text().strip()
 
@@ -68,10 +79,19 @@ class DevStack:
         env.setdefault("LOG_FORMAT", "console")
         env.setdefault("WEBHOOK_INGEST_PORT", "8080")
         env.setdefault("INBOX_API_PORT", "8081")
+        env.setdefault("WHATSAPP_SANDBOX_PORT", "8090")
         env.setdefault("PYTHONUNBUFFERED", "1")
         self._persistent_secret("WHATSAPP_WEBHOOK_SECRET", "webhook-secret")
         self._persistent_secret("WHATSAPP_WEBHOOK_VERIFY_TOKEN", "verify-token")
-        for variable in ("WEBHOOK_INGEST_PORT", "INBOX_API_PORT"):
+        self._persistent_secret("CHANNEL_TOKEN_KEYS", "channel-token-key", TokenCipher.new_key)
+        # The sandbox stands in for Meta: inbox-api sends to it, it posts webhooks to ingest.
+        sandbox = f"http://127.0.0.1:{env['WHATSAPP_SANDBOX_PORT']}"
+        env.setdefault("WHATSAPP_API_BASE_URL", sandbox)
+        env.setdefault(
+            "SANDBOX_WEBHOOK_URL",
+            f"http://127.0.0.1:{env['WEBHOOK_INGEST_PORT']}/webhooks/whatsapp",
+        )
+        for variable in ("WEBHOOK_INGEST_PORT", "INBOX_API_PORT", "WHATSAPP_SANDBOX_PORT"):
             if not _port_free(int(env[variable])):
                 raise SystemExit(
                     f"port {env[variable]} ({variable}) is in use; stop what holds it or set "
@@ -119,6 +139,7 @@ class DevStack:
         services = [
             ("webhook-ingest", "inbox_ingest", "WEBHOOK_INGEST_PORT"),
             ("inbox-api", "inbox_api", "INBOX_API_PORT"),
+            ("whatsapp-sandbox", "inbox_sandbox", "WHATSAPP_SANDBOX_PORT"),
         ]
         for name, module, port_variable in services:
             child = ServiceProcess(name, [sys.executable, "-m", module], env=self.env)
@@ -133,7 +154,7 @@ class DevStack:
             "phone_number_id": DEV_PHONE_NUMBER_ID,
             "waba_id": "100000000000009",
             "display_phone_number": DEV_DISPLAY_NUMBER,
-            "access_token": "dev-sandbox-token",
+            "access_token": DEV_SANDBOX_TOKEN,
         }
         url = f"http://127.0.0.1:{self.env['INBOX_API_PORT']}/api/channels"
         async with (
@@ -158,28 +179,53 @@ class DevStack:
     def summary(self, token: str) -> str:
         ingest = f"http://127.0.0.1:{self.env['WEBHOOK_INGEST_PORT']}"
         api = f"http://127.0.0.1:{self.env['INBOX_API_PORT']}"
+        sandbox = f"http://127.0.0.1:{self.env['WHATSAPP_SANDBOX_PORT']}"
         sample, header = self.write_sample()
-        auth = f"Authorization: Bearer {token}"
+        auth = shlex.quote(f"Authorization: Bearer {token}")
         signed = shlex.quote(f"{signature.SIGNATURE_HEADER}: {header}")
+        json_header = "-H 'Content-Type: application/json'"
+        inbound = orjson.dumps(
+            {
+                "phone_number_id": DEV_PHONE_NUMBER_ID,
+                "from": DEV_CUSTOMER,
+                "name": "Dev Customer",
+                "type": "text",
+                "text": {"body": "Hi! Is my order on its way?"},
+            }
+        ).decode()
+        first_id = 'python3 -c \'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])\''
         return "\n".join(
             [
                 "",
                 "The WhatsApp inbox is up. Ctrl-C stops everything.",
-                f"  webhook-ingest  {ingest}/webhooks/whatsapp   (health {ingest}/api/health)",
-                f"  inbox-api       {api}/api/conversations   (docs {api}/api/openapi.json)",
-                f"  MongoDB         {redact_url(self.env['MONGODB_URL'])} "
+                f"  webhook-ingest    {ingest}/webhooks/whatsapp   (health {ingest}/api/health)",
+                f"  inbox-api         {api}/api/conversations   (API docs {api}/api/docs)",
+                f"  whatsapp-sandbox  {sandbox}   (the Cloud API stand-in; sends: "
+                f"{sandbox}/sandbox/sent)",
+                f"  MongoDB           {redact_url(self.env['MONGODB_URL'])} "
                 f"db={self.env['MONGODB_DB']}",
-                f"  RabbitMQ        {redact_url(self.env['RABBITMQ_URL'])} "
+                f"  RabbitMQ          {redact_url(self.env['RABBITMQ_URL'])} "
                 f"namespace={self.env['AMQP_NAMESPACE']}",
-                f"  admin token     {token}   (tenant {DEV_TENANT!r}; kept in {self.state}/)",
-                f"  dev channel     phone_number_id {DEV_PHONE_NUMBER_ID}",
+                f"  admin token       {token}   (tenant {DEV_TENANT!r}; kept in {self.state}/)",
+                f"  dev channel       phone_number_id {DEV_PHONE_NUMBER_ID} (on the sandbox)",
                 "",
-                "Post a correctly signed sample webhook:",
-                f"  curl -sS -X POST {ingest}/webhooks/whatsapp "
-                f"-H 'Content-Type: application/json' -H {signed} "
+                "The whole loop:",
+                "  1. a customer writes (the sandbox posts Meta's signed webhook to the ingest):",
+                f"     curl -sS -X POST {sandbox}/sandbox/inbound {json_header} "
+                f"-d {shlex.quote(inbound)}",
+                "  2. the agent finds the conversation:",
+                f"     CONV=$(curl -sS '{api}/api/conversations?wa_id={DEV_CUSTOMER}' -H {auth} "
+                f"| {first_id})",
+                "  3. and replies:",
+                f"     curl -sS -X POST {api}/api/conversations/$CONV/messages -H {auth} "
+                f"{json_header} -H 'Idempotency-Key: reply-1' "
+                """-d '{"type":"text","text":{"body":"Yes, it ships today!"}}'""",
+                "  4. the reply's status goes sent -> delivered -> read within a second:",
+                f"     curl -sS {api}/api/conversations/$CONV/messages -H {auth}",
+                "",
+                "Or post a signed sample webhook to the ingest yourself:",
+                f"  curl -sS -X POST {ingest}/webhooks/whatsapp {json_header} -H {signed} "
                 f"--data-binary @{sample}",
-                "Then read it back:",
-                f"  curl -sS {api}/api/conversations -H {shlex.quote(auth)}",
                 "",
             ]
         )

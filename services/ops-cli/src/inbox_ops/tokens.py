@@ -1,15 +1,52 @@
-"""``inbox-ops token create``: a new API token on stdout (and nothing else on stdout)."""
+"""``inbox-ops token create|list|revoke``: API tokens. A new token goes to stdout and nothing
+else does; a revoked token stops working on every inbox-api replica within seconds (their
+token caches keep an entry 5 s at most)."""
 
 from __future__ import annotations
 
 import sys
 
+from bson import ObjectId
+from bson.errors import InvalidId
+
 from inbox_common.store.client import Database
-from inbox_common.tokens import Role, create_token
+from inbox_common.tokens import Role, create_token, list_tokens, revoke_token
 
 
 async def token_create(db: Database, *, role: str, tenant: str, name: str) -> int:
     token = await create_token(db, role=Role(role), tenant=tenant, name=name)
     print(token)
     print(f"created a {role} token for tenant {tenant!r}; it is shown only once", file=sys.stderr)
+    return 0
+
+
+async def token_list(db: Database, *, tenant: str | None) -> int:
+    """One line per token (never the token or its hash), oldest first."""
+    records = await list_tokens(db, tenant)
+    print(f"{'ID':<24}  {'TENANT':<16}  {'ROLE':<10}  {'CREATED':<20}  {'REVOKED':<20}  NAME")
+    for record in records:
+        revoked = record.get("revoked_at")
+        print(
+            f"{record['_id']!s:<24}  {record['tenant']:<16}  {record['role']:<10}  "
+            f"{record['created_at']:%Y-%m-%d %H:%M:%S}    "
+            f"{f'{revoked:%Y-%m-%d %H:%M:%S}' if revoked else '-':<20}  {record.get('name', '')}"
+        )
+    print(f"{len(records)} token(s)", file=sys.stderr)
+    return 0
+
+
+async def token_revoke(db: Database, *, token_id: str, tenant: str | None) -> int:
+    try:
+        oid = ObjectId(token_id)
+    except (InvalidId, TypeError):
+        print(f"{token_id!r} is not a token id; `inbox-ops token list` shows them", file=sys.stderr)
+        return 2
+    if await revoke_token(db, oid, tenant) is None:
+        print(
+            f"no live token {token_id}{f' in tenant {tenant!r}' if tenant else ''}: unknown or "
+            "revoked already (`inbox-ops token list` shows them)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"revoked token {token_id}; every replica refuses it within 5 seconds", file=sys.stderr)
     return 0

@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 __all__ = ["FAULT_CODES", "Fault", "FaultCode", "Faults", "HttpFault"]
 
-HttpFault = Literal["http_500", "http_503", "timeout"]
+# ``lost_answer``: the send is accepted (ledger, status webhooks) but its answer never comes,
+# as when Meta took a message and the connection broke before the response.
+HttpFault = Literal["http_500", "http_503", "timeout", "lost_answer"]
 FaultCode = int | HttpFault
 FAULT_CODES: tuple[FaultCode, ...] = (
     130429, 131056, 131047, 131026, 131000, 190, 368, 131048, 4, 80007,
-    "http_500", "http_503", "timeout",
+    "http_500", "http_503", "timeout", "lost_answer",
 )  # fmt: skip
 MAX_PENDING = 1000
 
@@ -52,6 +54,13 @@ class Faults:
         fault = Fault(code, count, phone_number_id)
         self._pending.append(fault)
         return fault
+
+    def peek(self, phone_number_id: str) -> FaultCode | None:
+        """The fault :meth:`take` would return, left pending."""
+        for fault in self._pending:
+            if fault.phone_number_id in (None, phone_number_id):
+                return fault.code
+        return None
 
     def take(self, phone_number_id: str) -> FaultCode | None:
         """The fault the next send to ``phone_number_id`` must suffer, if any."""

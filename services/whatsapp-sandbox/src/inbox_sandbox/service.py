@@ -118,6 +118,7 @@ class Sandbox:
     ) -> dict[str, Any]:
         """Accept ``request`` (return Meta's answer) or raise Meta's error for it."""
         pnid = number.phone_number_id
+        lost_answer = self.faults.peek(pnid) == "lost_answer"
         failure = self._injected_failure(pnid)
         to = self._recipient(pnid, request)
         refused = self.limits.check(pnid, number.throughput, to.user_id)
@@ -168,6 +169,8 @@ class Sandbox:
                 failure=failure,
             )
         )
+        if lost_answer:
+            raise HoldRequestError(self.hold_seconds)
         return _answer(request, wamid)
 
     def mark_read(self, number: BusinessNumber, request: MarkRead) -> dict[str, Any]:
@@ -249,6 +252,8 @@ class Sandbox:
             return None
         log.info("sandbox.fault_injected", phone_number_id=phone_number_id, fault=fault)
         if isinstance(fault, str):
+            if fault == "lost_answer":
+                return None  # sent; :meth:`send` then withholds the answer
             if fault == "timeout":
                 raise HoldRequestError(self.hold_seconds)
             raise transient(500 if fault == "http_500" else 503)

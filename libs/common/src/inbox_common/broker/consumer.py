@@ -34,7 +34,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from inbox_common.broker.connection import BROKER, NAMES, Broker
 from inbox_common.broker.publisher import PUBLISHER, ConfirmedPublisher, PublishFailedError
@@ -223,7 +223,7 @@ class Consumer:
     async def _settle(self, message: AbstractIncomingMessage) -> str:
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
+                retry=retry_if_exception(_retried_in_place),
                 stop=stop_after_attempt(self._retry.attempts),
                 wait=wait_exponential(
                     multiplier=self._retry.initial_wait, max=self._retry.max_wait
@@ -364,6 +364,12 @@ class Consumer:
                     detail=f"the handler crashed {ago:.0f}s ago ({what}); see the error log",
                 )
         return CheckResult(status=Status.OK)
+
+
+def _retried_in_place(exc: BaseException) -> bool:
+    """A transient failure with a tier waits in that tier; only one without is retried here
+    (repeating a Cloud API call in place would defeat its rate limit and its tiers)."""
+    return isinstance(exc, TransientError) and exc.tier is None
 
 
 def _republishable(value: Any) -> Any:

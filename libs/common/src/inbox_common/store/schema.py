@@ -16,6 +16,7 @@ from typing import Any
 
 from inbox_common.store.client import Database
 from inbox_common.store.collections import (
+    AGENTS,
     API_TOKENS,
     CHANNELS,
     CONTACTS,
@@ -27,6 +28,7 @@ from inbox_common.store.collections import (
 from inbox_common.store.identities import migrate_contacts
 
 __all__ = [
+    "AGENTS",
     "API_TOKENS",
     "CHANNELS",
     "CONTACTS",
@@ -186,6 +188,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             Index(CONVERSATIONS, "tenant_phone", (("tenant", 1), ("wa_id", 1))),
             Index(CONVERSATIONS, "tenant_bsuid", (("tenant", 1), ("user_id", 1))),
             Index(CONVERSATIONS, "merged_into", (("merged_into", 1),)),
+        ),
+    ),
+    Migration(
+        version=3,
+        name="agents at work: agents, assignment, labels, outbound sends",
+        collections=(AGENTS,),
+        indexes=(
+            Index(AGENTS, "tenant_name_unique", (("tenant", 1), ("name", 1)), unique=True),
+            Index(API_TOKENS, "tenant_created", (("tenant", 1), ("created_at", 1))),
+            Index(
+                CONVERSATIONS,
+                "tenant_assignee_last_message",
+                (("tenant", 1), ("assignee", 1), ("last_message_at", -1)),
+            ),
+            Index(CONVERSATIONS, "tenant_labels", (("tenant", 1), ("labels", 1))),
+            # One message per Idempotency-Key (the key is prefixed with tenant and conversation).
+            Index(
+                MESSAGES,
+                "idempotency_key_unique",
+                (("idempotency_key", 1),),
+                unique=True,
+                partial={"idempotency_key": {"$exists": True}},
+            ),
+            Index(
+                MESSAGES,
+                "channel_send_state",
+                (("channel_id", 1), ("send_state", 1)),
+                partial={"send_state": {"$exists": True}},
+            ),
         ),
     ),
 )

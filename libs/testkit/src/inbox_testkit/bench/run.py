@@ -39,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from inbox_common.store.token_cipher import TokenCipher
 from inbox_ingest.service import MAX_BATCH_BODIES
 from inbox_testkit.backends import REPO_ROOT
 from inbox_testkit.bench import bodies
@@ -308,6 +309,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # inbox-api needs a key for channel tokens; the bench's channels are its own.
+    os.environ.setdefault("CHANNEL_TOKEN_KEYS", TokenCipher.new_key())
     args.generator = choose_generator(
         args.loadgen, needed=any(c in args.only for c in GROUPS["p1"])
     )

@@ -28,6 +28,7 @@ from inbox_common.local.processes import ServiceProcess, wait_http
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
+from inbox_testkit.store import cipher
 
 SECRET = "faults-secret"
 VERIFY_TOKEN = "faults-verify"
@@ -264,7 +265,7 @@ async def prepare_store(mongodb_url: str, db_name: str) -> None:
     try:
         db = client[db_name]
         await apply_migrations(db)
-        await Channels(db).create(
+        await Channels(db, cipher=cipher()).create(
             tenant=TENANT,
             fields={
                 "name": "Faults",

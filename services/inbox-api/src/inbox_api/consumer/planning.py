@@ -21,6 +21,7 @@ from typing import Any
 from inbox_api.consumer.statuses import rank
 from inbox_api.previews import clip, preview
 from inbox_api.store.inbox import Touch, Writes, reaction_op, status_op
+from inbox_api.store.outbound import error_record, message_of_callback
 from inbox_api.store.storable import TOO_DEEP, storable
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.contracts.webhook import (
@@ -37,6 +38,8 @@ from inbox_common.store.channels import Channels
 from inbox_common.store.client import Document
 from inbox_common.store.identities import ContactRef, Identities, Identity
 from inbox_common.store.ledger import FAILED, PROCESSED, Fate
+from inbox_common.whatsapp.classify import error_from_status_errors
+from inbox_common.whatsapp.errors import Classification
 
 log = get_logger(__name__)
 
@@ -195,7 +198,8 @@ class Planner:
             _plan_message(channel, ref, message, name, username, writes)
         for status in change.statuses:
             log.debug("webhook.status", wamid=status.id, status=status.status, **where)
-            writes.messages.append(_status(channel, status))
+            writes.messages.append(_status(channel, status, writes))
+            writes.statuses.append((channel["tenant"], status.id, status.status))
 
 
 def people_of(change: ChangeEvent) -> People:
@@ -305,12 +309,25 @@ def _content_and_preview(message: InboundMessage) -> tuple[dict[str, Any], str]:
         return {"unstorable": TOO_DEEP}, clip(f"[{message.type}]")
 
 
-def _status(channel: Document, status: MessageStatus) -> Any:
+def _status(channel: Document, status: MessageStatus, writes: Writes) -> Any:
     entry: dict[str, Any] = {"status": status.status, "timestamp": status.timestamp}
+    error = None
+    if status.status == "failed":
+        classified = error_from_status_errors(status.errors or [])
+        error = error_record(classified)
+        if classified.classification is Classification.STOP_CHANNEL:
+            writes.stopped_channels[channel["_id"]] = (str(classified), classified.code)
     if status.errors:
         entry["errors"] = [e.model_dump(mode="json", exclude_none=True) for e in status.errors]
     if status.recipient_id:
         entry["recipient_id"] = status.recipient_id
     if status.recipient_user_id:
         entry["recipient_user_id"] = status.recipient_user_id
-    return status_op(channel, status.id, entry=storable(entry), rank=rank(status.status))
+    return status_op(
+        channel,
+        status.id,
+        entry=storable(entry),
+        rank=rank(status.status),
+        message_id=message_of_callback(status.biz_opaque_callback_data),
+        error=error,
+    )

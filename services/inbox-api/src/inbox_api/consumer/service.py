@@ -17,7 +17,7 @@ failed), then one insert of the ledger entries with their fates. An entry says
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -51,6 +51,10 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, PyMongoError) and is_transient(exc)
 
 
+# Told of each flush's writes once they are stored (the live updates announce them).
+Written = Callable[[Writes], Awaitable[None]]
+
+
 class Outcome(StrEnum):
     PROCESSED = "processed"
     DUPLICATE = "duplicate"
@@ -76,8 +80,10 @@ class WebhookProcessor:
         *,
         max_batch: int = MAX_BATCH,
         concurrency: Concurrency | None = None,
+        on_written: Written | None = None,
     ) -> None:
         self._stores = stores
+        self._on_written = on_written
         self._planner = Planner(stores.channels, stores.identities)
         self._batches: Coalescer[WebhookDelivery, Outcome] = Coalescer(
             self._flush,
@@ -158,9 +164,14 @@ class WebhookProcessor:
             await stores.inbox.write(writes)
             # Another replica may have merged a conversation this flush wrote to.
             await stores.identities.refold(writes.conversations)
+        for channel_id, (reason, code) in writes.stopped_channels.items():
+            if await stores.channels.disconnect(channel_id, reason=reason, code=code):
+                log.error("channel.stopped_by_status", channel_id=str(channel_id), code=code)
         if fates:
             await stores.ledger.record(fates)
         await stores.ledger.count_attempts(duplicates)
+        if writes and self._on_written is not None:
+            await self._on_written(writes)
         return outcomes
 
 

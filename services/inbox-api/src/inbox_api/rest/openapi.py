@@ -1,22 +1,35 @@
-"""The OpenAPI 3.1 document at ``/api/openapi.json``, built from the pydantic schemas."""
+"""The OpenAPI 3.1 document at ``/api/openapi.json``, built from the pydantic schemas: one
+entry per route, with its request body (validation schema), its success answer
+(serialization schema) and the error codes it can answer (the one error shape)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from inbox_api.rest.outgoing import OutgoingMessage
 from inbox_api.rest.schemas import (
+    AgentCreate,
+    AgentCreated,
+    AgentOut,
+    AssignBody,
     ChannelCreate,
     ChannelCreated,
     ChannelOut,
+    ChannelReconnect,
+    ChannelReconnected,
     ConversationOut,
     ErrorBody,
+    LabelsBody,
     MessageOut,
+    NoteBody,
     Page,
+    TokenOut,
     WebhookLogDetail,
     WebhookLogOut,
 )
@@ -26,70 +39,142 @@ from inbox_common.health import HealthReport
 OPENAPI = web.AppKey("openapi", bytes)
 
 _REF = "#/components/schemas/{model}"
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
 _PAGING = [
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+    _query("cursor", "next_cursor of the previous page"),
+    _query("limit", "items per page", type="integer", minimum=1, maximum=200),
 ]
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_CONVERSATION_FILTERS = [
+    _query("status", "open or closed", enum=["open", "closed"]),
+    _query("channel_id", "one channel"),
+    _query("wa_id", "the customer's phone"),
+    _query("user_id", "the customer's business-scoped user id (BSUID)"),
+    _query("assignee", "me, none, or an agent id"),
+    _query("label", "conversations with this label"),
+    _query("q", "search: the contact's name, phone, BSUID or username, or message text"),
+]
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "the same key again returns the same message and sends nothing new",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
 
 
-def _ref(model: type[BaseModel]) -> dict[str, Any]:
-    # The key pydantic gives the model under components/schemas (Page[ChannelOut] becomes
-    # Page_ChannelOut_), so that every $ref resolves.
-    name = GenerateJsonSchema(ref_template=_REF).normalize_name(model.__name__)
-    return {"$ref": _REF.format(model=name)}
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    ok: type[BaseModel] | None
+    status: str = "200"
+    body: type[BaseModel] | None = None
+    params: list[dict[str, Any]] = field(default_factory=list)
+    errors: tuple[str, ...] = ("401",)
+    public: bool = False
 
 
-def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _op(
-    summary: str,
-    ok: type[BaseModel],
-    *,
-    status: str = "200",
-    params: list[dict[str, Any]] | None = None,
-    body: type[BaseModel] | None = None,
-    errors: tuple[str, ...] = ("401",),
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "parameters": params or [],
-        "responses": {
-            status: _json(ok, "success"),
-            **{code: _json(ErrorBody, "error") for code in errors},
-        },
-    }
-    if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
-        }
-    return op
+ROUTES: tuple[Route, ...] = (
+    Route("get", "/api/health", "Health of the service and its dependencies (no token)",
+          HealthReport, errors=("503",), public=True),
+    Route("post", "/api/channels", "Connect a WhatsApp number (admin)", ChannelCreated,
+          status="201", body=ChannelCreate, errors=("400", "401", "403", "409", "422")),
+    Route("get", "/api/channels", "The tenant's channels", Page[ChannelOut]),
+    Route("post", "/api/channels/{id}/reconnect",
+          "A new token for a channel Meta stopped (190, 368...); its held messages go out",
+          ChannelReconnected, body=ChannelReconnect, params=_ID,
+          errors=("400", "401", "403", "404", "422")),
+    Route("get", "/api/conversations", "Conversations, newest first", Page[ConversationOut],
+          params=[*_CONVERSATION_FILTERS, *_PAGING], errors=("400", "401")),
+    Route("get", "/api/conversations/{id}", "One conversation", ConversationOut,
+          params=_ID, errors=("401", "404")),
+    Route("get", "/api/conversations/{id}/messages",
+          "Messages and notes, oldest first within a page; the cursor walks back in time",
+          Page[MessageOut], params=[*_ID, *_PAGING], errors=("400", "401", "404")),
+    Route("post", "/api/conversations/{id}/messages",
+          "Send a message (stored and queued: 202); outside the 24-hour window only templates",
+          MessageOut, status="202", body=OutgoingMessage, params=[*_ID, _IDEMPOTENCY],
+          errors=("400", "401", "404", "409", "422", "503")),
+    Route("post", "/api/conversations/{id}/assign", "Assign to an agent (null: unassign)",
+          ConversationOut, body=AssignBody, params=_ID, errors=("400", "401", "404", "422")),
+    Route("post", "/api/conversations/{id}/close", "Close", ConversationOut, params=_ID,
+          errors=("401", "404")),
+    Route("post", "/api/conversations/{id}/reopen", "Reopen", ConversationOut, params=_ID,
+          errors=("401", "404")),
+    Route("post", "/api/conversations/{id}/read",
+          "Mark read: the unread marks go, and Meta is told the last inbound message was read",
+          ConversationOut, params=_ID, errors=("401", "404")),
+    Route("put", "/api/conversations/{id}/labels", "Set the labels", ConversationOut,
+          body=LabelsBody, params=_ID, errors=("400", "401", "404", "422")),
+    Route("post", "/api/conversations/{id}/notes",
+          "Add an internal note (listed with the messages, never sent)", MessageOut,
+          status="201", body=NoteBody, params=_ID, errors=("400", "401", "404", "422")),
+    Route("post", "/api/agents", "Create an agent and its token (admin)", AgentCreated,
+          status="201", body=AgentCreate, errors=("400", "401", "403", "409", "422")),
+    Route("get", "/api/agents", "The tenant's agents", Page[AgentOut]),
+    Route("get", "/api/tokens", "The tenant's API tokens, without their secrets (admin)",
+          Page[TokenOut], errors=("401", "403")),
+    Route("delete", "/api/tokens/{id}", "Revoke a token: it stops working within seconds",
+          None, status="204", params=_ID, errors=("401", "403", "404")),
+    Route("get", "/api/admin/webhook-logs",
+          "The webhook ledger, newest first (admin: own channels; superadmin: all)",
+          Page[WebhookLogOut], params=[_query("status", "received, processed or failed"),
+                                       *_PAGING], errors=("400", "401", "403")),
+    Route("get", "/api/admin/webhook-logs/{id}", "One webhook event with its raw body",
+          WebhookLogDetail, params=_ID, errors=("401", "403", "404")),
+    Route("get", "/api/ws",
+          "Live updates over a WebSocket (upgrade; the token in the Authorization header or "
+          "the first message; see docs/api.md)", None, status="101",
+          params=[_query("last_event_id", "resume after this event (or be told to reload)")],
+          errors=("400", "503"), public=True),
+)  # fmt: skip
 
 
 def build_openapi() -> bytes:
-    models: list[type[BaseModel]] = [
-        ChannelCreate,
-        ChannelCreated,
-        ChannelOut,
-        ConversationOut,
-        MessageOut,
-        WebhookLogOut,
-        WebhookLogDetail,
-        ErrorBody,
-        HealthReport,
-        Page[ChannelOut],
-        Page[ConversationOut],
-        Page[MessageOut],
-        Page[WebhookLogOut],
-    ]
-    _, schemas = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
-    status_filter = {"name": "status", "in": "query", "schema": {"type": "string"}}
-    health = _op("Health of the service and its dependencies (no token)", HealthReport, errors=())
-    health["responses"]["503"] = _json(HealthReport, "a critical dependency is down")
-    health["security"] = []
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
+    for route in ROUTES:
+        if route.ok is not None:
+            wanted.append((route.ok, "serialization"))
+        if route.body is not None:
+            wanted.append((route.body, "validation"))
+    refs, schemas = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF)
+
+    def content(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return {"application/json": {"schema": refs[(model, mode)]}}
+
+    error = {"description": "error", "content": content(ErrorBody, "serialization")}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        answer: dict[str, Any] = {"description": "success"}
+        if route.ok is not None:
+            answer["content"] = content(route.ok, "serialization")
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": f"{route.method}_{route.path.strip('/').replace('/', '_')}",
+            "parameters": route.params,
+            "responses": {route.status: answer, **dict.fromkeys(route.errors, error)},
+        }
+        if route.body is not None:
+            op["requestBody"] = {"required": True, "content": content(route.body, "validation")}
+        if route.public:
+            op["security"] = []
+        paths.setdefault(route.path, {})[route.method] = op
+    health = paths["/api/health"]["get"]
+    health["responses"]["503"] = {
+        "description": "a critical dependency is down",
+        "content": content(HealthReport, "serialization"),
+    }
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "WhatsApp Inbox API", "version": __version__},
@@ -98,59 +183,6 @@ def build_openapi() -> bytes:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/api/health": {"get": health},
-            "/api/channels": {
-                "post": _op(
-                    "Connect a WhatsApp number (admin)",
-                    ChannelCreated,
-                    status="201",
-                    body=ChannelCreate,
-                    errors=("400", "401", "403", "409", "422"),
-                ),
-                "get": _op("The tenant's channels", Page[ChannelOut]),
-            },
-            "/api/conversations": {
-                "get": _op(
-                    "Conversations, newest first",
-                    Page[ConversationOut],
-                    params=[
-                        status_filter,
-                        {"name": "channel_id", "in": "query", "schema": {"type": "string"}},
-                        {"name": "wa_id", "in": "query", "schema": {"type": "string"}},
-                        {"name": "user_id", "in": "query", "schema": {"type": "string"}},
-                        *_PAGING,
-                    ],
-                    errors=("400", "401"),
-                )
-            },
-            "/api/conversations/{id}": {
-                "get": _op("One conversation", ConversationOut, params=_ID, errors=("401", "404"))
-            },
-            "/api/conversations/{id}/messages": {
-                "get": _op(
-                    "Messages, oldest first within a page; the cursor walks back in time",
-                    Page[MessageOut],
-                    params=[*_ID, *_PAGING],
-                    errors=("400", "401", "404"),
-                )
-            },
-            "/api/admin/webhook-logs": {
-                "get": _op(
-                    "The webhook ledger, newest first (admin: own channels; superadmin: all)",
-                    Page[WebhookLogOut],
-                    params=[status_filter, *_PAGING],
-                    errors=("400", "401", "403"),
-                )
-            },
-            "/api/admin/webhook-logs/{id}": {
-                "get": _op(
-                    "One webhook event with its raw body",
-                    WebhookLogDetail,
-                    params=_ID,
-                    errors=("401", "403", "404"),
-                )
-            },
-        },
+        "paths": paths,
     }
     return orjson.dumps(doc)

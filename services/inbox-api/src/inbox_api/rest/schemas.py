@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ItemT = TypeVar("ItemT")
 
@@ -46,6 +46,14 @@ class ChannelCreate(BaseModel):
     )
 
 
+class ChannelReconnect(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    access_token: str = Field(
+        min_length=1, max_length=4096, description="a new Cloud API token; stored, never returned"
+    )
+
+
 class ChannelOut(BaseModel):
     id: str
     tenant: str
@@ -54,7 +62,16 @@ class ChannelOut(BaseModel):
     waba_id: str
     display_phone_number: str
     status: Literal["connected", "disconnected"]
+    disconnected_reason: str | None = Field(
+        default=None, description="why Meta stopped the channel (190, 368...) and what to do"
+    )
     created_at: datetime
+
+
+class ChannelReconnected(ChannelOut):
+    requeued_messages: int = Field(
+        description="messages held while the channel was disconnected, queued to be sent now"
+    )
 
 
 class ChannelCreated(ChannelOut):
@@ -77,7 +94,9 @@ class ConversationOut(BaseModel):
     id: str
     channel_id: str
     contact: ContactOut
-    status: str
+    status: Literal["open", "closed"]
+    assignee: str | None = Field(description="the assigned agent's id, or null")
+    labels: list[str]
     unread_count: int
     last_message_at: datetime | None
     last_message_preview: str | None
@@ -100,8 +119,9 @@ class ReactionOut(BaseModel):
 
 class MessageOut(BaseModel):
     id: str
-    wamid: str
-    direction: Literal["inbound", "outbound"]
+    conversation_id: str | None
+    wamid: str = Field(description="Meta's id; local:<id> until Meta accepted an outbound one")
+    direction: Literal["inbound", "outbound", "note"]
     type: str
     content: dict[str, Any] = Field(description="Meta's type-specific object, e.g. {'body': 'hi'}")
     status: str | None
@@ -109,6 +129,70 @@ class MessageOut(BaseModel):
     timestamp: datetime
     reply_to: str | None = Field(description="the wamid this message answers (context.id)")
     reactions: list[ReactionOut]
+    send_state: Literal["queued", "sending", "accepted", "retrying", "held", "failed"] | None = (
+        Field(default=None, description="outbound only: where its sending is")
+    )
+    error: dict[str, Any] | None = Field(
+        default=None, description="outbound only: Meta's code, title and details when it failed"
+    )
+    author: str | None = Field(default=None, description="notes: who wrote it")
+    edited: bool = Field(default=False, description="the customer edited it (history kept)")
+    deleted: bool = Field(default=False, description="the customer deleted it for everyone")
+
+
+class AssignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str | None = Field(description="the agent to assign, or null to unassign")
+
+
+class LabelsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[str] = Field(max_length=50)
+
+    @field_validator("labels")
+    @classmethod
+    def _short(cls, labels: list[str]) -> list[str]:
+        for label in labels:
+            if not 1 <= len(label) <= 50:
+                raise ValueError("each label has 1 to 50 characters")
+        return labels
+
+
+class NoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, max_length=4096)
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["agent", "admin"] = "agent"
+
+
+class AgentOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class AgentCreated(AgentOut):
+    token: str = Field(description="the agent's bearer token: shown once, never stored")
+
+
+class TokenOut(BaseModel):
+    id: str
+    tenant: str
+    role: str
+    name: str
+    agent_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 class WebhookLogOut(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inbox_api.rest.schemas import (
+    AgentOut,
     ChannelOut,
     ContactOut,
     ConversationOut,
@@ -12,6 +13,7 @@ from inbox_api.rest.schemas import (
     MessageOut,
     ReactionOut,
     StatusEntry,
+    TokenOut,
     WebhookLogDetail,
     WebhookLogOut,
 )
@@ -28,6 +30,9 @@ def channel(doc: Document) -> ChannelOut:
         waba_id=doc["waba_id"],
         display_phone_number=doc["display_phone_number"],
         status=doc["status"],
+        disconnected_reason=doc.get("disconnected_reason")
+        if doc["status"] != "connected"
+        else None,
         created_at=doc["created_at"],
     )
 
@@ -38,6 +43,8 @@ def conversation(doc: Document) -> ConversationOut:
         channel_id=str(doc["channel_id"]),
         contact=_contact(doc),
         status=doc.get("status", "open"),
+        assignee=doc.get("assignee"),
+        labels=doc.get("labels") or [],
         unread_count=doc.get("unread_count", 0),
         last_message_at=doc.get("last_message_at"),
         last_message_preview=doc.get("last_message_preview"),
@@ -64,6 +71,7 @@ def message(doc: Document) -> MessageOut:
     ]
     return MessageOut(
         id=str(doc["_id"]),
+        conversation_id=str(doc["conversation_id"]) if doc.get("conversation_id") else None,
         wamid=doc["wamid"],
         direction=doc["direction"],
         type=doc["type"],
@@ -73,6 +81,33 @@ def message(doc: Document) -> MessageOut:
         timestamp=doc["timestamp"],
         reply_to=doc.get("reply_to"),
         reactions=reactions,
+        send_state=doc.get("send_state"),
+        error=doc.get("error"),
+        author=doc.get("author"),
+        edited=bool(doc.get("edits")),
+        deleted=bool(doc.get("deleted")),
+    )
+
+
+def agent(doc: Document) -> AgentOut:
+    return AgentOut(
+        id=str(doc["_id"]),
+        tenant=doc["tenant"],
+        name=doc["name"],
+        role=doc["role"],
+        created_at=doc["created_at"],
+    )
+
+
+def token(doc: Document) -> TokenOut:
+    return TokenOut(
+        id=str(doc["_id"]),
+        tenant=doc["tenant"],
+        role=doc["role"],
+        name=doc.get("name") or "",
+        agent_id=doc.get("agent_id"),
+        created_at=doc["created_at"],
+        revoked_at=doc.get("revoked_at"),
     )
 
 

@@ -47,7 +47,8 @@ class Touch:
 @dataclass(slots=True)
 class _Conversation:
     channel: Document
-    contact: ContactRef
+    id: ObjectId
+    contact: ContactRef | None  # None: leave the conversation's identifiers as they are
     name: str | None
     username: str | None
     touches: list[Touch]
@@ -67,6 +68,10 @@ class Writes:
     conversations: dict[ObjectId, _Conversation] = field(default_factory=dict)
     new_messages: list[tuple[Document, UpdateOne]] = field(default_factory=list)
     messages: list[UpdateOne] = field(default_factory=list)
+    # (tenant, wamid, status) of each status in ``messages``: what the live updates announce.
+    statuses: list[tuple[str, str, str]] = field(default_factory=list)
+    # Channels a failed status says Meta stopped (131048, 131031): id → (reason, code).
+    stopped_channels: dict[ObjectId, tuple[str, int | None]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.contacts or self.conversations or self.new_messages or self.messages)
@@ -97,13 +102,20 @@ class Writes:
     ) -> ObjectId:
         key = contact.conversation_id
         entry = self.conversations.setdefault(
-            key, _Conversation(channel, contact, name, username, [])
+            key, _Conversation(channel, key, contact, name, username, [])
         )
         entry.contact = contact
         entry.name = name or entry.name
         entry.username = username or entry.username
         entry.touches.append(touch)
         return key
+
+    def show(self, channel: Document, conversation_id: ObjectId, touch: Touch) -> None:
+        """A message of the business (sent from here) on an existing conversation."""
+        entry = self.conversations.setdefault(
+            conversation_id, _Conversation(channel, conversation_id, None, None, None, [])
+        )
+        entry.touches.append(touch)
 
     def message(self, channel: Document, doc: Document, *, status: str) -> None:
         """A message, inserted if new; ``status`` is only its initial one."""
@@ -119,7 +131,7 @@ class Writes:
     def conversation_ops(self) -> list[UpdateOne]:
         return [
             conversation_op(
-                c.channel, c.contact, name=c.name, username=c.username, touches=c.touches
+                c.channel, c.id, c.contact, name=c.name, username=c.username, touches=c.touches
             )
             for c in self.conversations.values()
         ]
@@ -127,7 +139,8 @@ class Writes:
 
 def conversation_op(
     channel: Document,
-    contact: ContactRef,
+    conversation: ObjectId,
+    contact: ContactRef | None,
     *,
     name: str | None,
     touches: Sequence[Touch],
@@ -151,14 +164,15 @@ def conversation_op(
     first: dict[str, Any] = {
         "_newer": newer(at, wamid),
         "channel_id": _keep_or("channel_id", channel["_id"]),
-        "contact_id": lit(contact.id),
-        "wa_id": lit(contact.wa_id),
-        "user_id": lit(contact.user_id),
         "tenant": _keep_or("tenant", channel["tenant"]),
         "status": _keep_or("status", "open"),
         "created_at": _keep_or("created_at", datetime.now(UTC)),
         "unread_wamids": {"$ifNull": ["$unread_wamids", []]},
     }
+    if contact is not None:
+        first.update(
+            contact_id=lit(contact.id), wa_id=lit(contact.wa_id), user_id=lit(contact.user_id)
+        )
     if name:
         first["contact_name"] = lit(name)
     if username:
@@ -179,7 +193,7 @@ def conversation_op(
         *([{"$set": second}] if second else []),
         {"$unset": "_newer"},
     ]
-    return UpdateOne({"_id": contact.conversation_id}, stages, upsert=True)
+    return UpdateOne({"_id": conversation}, stages, upsert=True)
 
 
 def message_op(channel: Document, doc: Document, *, status: str) -> UpdateOne:
@@ -197,11 +211,23 @@ def message_op(channel: Document, doc: Document, *, status: str) -> UpdateOne:
     )
 
 
-def status_op(channel: Document, wamid: str, *, entry: Document, rank: int | None) -> UpdateOne:
+def status_op(
+    channel: Document,
+    wamid: str,
+    *,
+    entry: Document,
+    rank: int | None,
+    message_id: ObjectId | None = None,
+    error: Document | None = None,
+) -> UpdateOne:
     """Add ``entry`` to the history once per status and move the status forward only.
 
     A status for a message not stored yet creates a placeholder (no ``direction``) that the
-    message fills when it arrives.
+    message fills when it arrives. A status that carries our ``message_id`` (Meta echoes the
+    ``biz_opaque_callback_data`` the sender gave) finds the outbound message by it, even
+    before the sender recorded the wamid: it records the wamid and, since Meta has the
+    message, moves a ``sending`` to ``accepted``. ``error`` (a ``failed`` status's, classified)
+    is kept when the status becomes failed.
     """
     history = {"$ifNull": ["$statuses", []]}
     # $map, not "$statuses.status": SecantusDB does not traverse arrays in field paths.
@@ -221,7 +247,17 @@ def status_op(channel: Document, wamid: str, *, entry: Document, rank: int | Non
         current = {"$ifNull": ["$status_rank", -1]}
         update["status"] = {"$cond": [{"$lt": [current, rank]}, lit(entry["status"]), "$status"]}
         update["status_rank"] = {"$max": [current, rank]}
-    return UpdateOne({"wamid": wamid}, [{"$set": update}], upsert=True)
+        if error is not None:
+            update["error"] = {"$cond": [{"$lt": [current, rank]}, lit(error), "$error"]}
+    if message_id is None:
+        return UpdateOne({"wamid": wamid}, [{"$set": update}], upsert=True)
+    update["wamid"] = lit(wamid)
+    # Any status, failed too, means Meta took the message.
+    update["send_state"] = {
+        "$cond": [{"$in": ["$send_state", ["sending", "queued", "retrying"]]},
+                  lit("accepted"), "$send_state"]
+    }  # fmt: skip
+    return UpdateOne({"_id": message_id}, [{"$set": update}])
 
 
 def reaction_op(
@@ -306,7 +342,7 @@ class Inbox:
                 ]
             query = {**query, "$or": position}
         cursor = (
-            self._conversations.find(query, _CONVERSATION_FIELDS)
+            self._conversations.find(query, CONVERSATION_FIELDS)
             .sort([("last_message_at", -1), ("_id", -1)])
             .limit(limit)
         )
@@ -315,12 +351,12 @@ class Inbox:
     async def conversation(self, query: dict[str, Any]) -> Document | None:
         """The conversation ``query`` finds, or the one it was merged into (its contact
         turned out to be someone known by another identifier)."""
-        doc = await self._conversations.find_one(query, _CONVERSATION_FIELDS)
+        doc = await self._conversations.find_one(query, CONVERSATION_FIELDS)
         for _ in range(5):
             if doc is None or doc.get("merged_into") is None:
                 return doc
             doc = await self._conversations.find_one(
-                {**query, "_id": doc["merged_into"]}, _CONVERSATION_FIELDS
+                {**query, "_id": doc["merged_into"]}, CONVERSATION_FIELDS
             )
         return doc
 
@@ -344,8 +380,10 @@ class Inbox:
         return await cursor.to_list()
 
 
-_CONVERSATION_FIELDS = {
+CONVERSATION_FIELDS = {
     "channel_id": 1,
+    "assignee": 1,
+    "labels": 1,
     "contact_id": 1,
     "wa_id": 1,
     "user_id": 1,

@@ -1,0 +1,212 @@
+"""The sender: consumes ``wa.outbound`` and calls the Cloud API, once per message.
+
+A job is ``{"message_id"}`` (send a stored outbound message) or ``{"kind": "read",
+"channel_id", "wamid"}`` (tell Meta an inbound message was read). Any number of replicas
+consume the queue; each message is sent at most once, even when a sender dies between the
+Cloud API call and its ack (the job is then delivered again):
+
+1. The sender claims the message (``send_state`` queued/retrying/held → ``sending``, a
+   compare-and-set), so two senders never call the Cloud API for it at once.
+2. It sends with ``biz_opaque_callback_data = inbox:<message id>``: Meta echoes it in every
+   status webhook of the message, so a status proves Meta got the message even when the
+   sender never recorded the answer (the webhook consumer moves it to ``accepted``).
+3. A job that finds its message still ``sending`` (a dead sender's, or a timed-out call)
+   does not send: it waits in the 30 s delay tier for that proof. Only a message still
+   ``sending`` past ``SENDER_STALE_SECONDS`` without any status is sent again, marked
+   ``possible_duplicate`` (Meta's send API takes no idempotency key: nothing can do better).
+
+What Meta answers decides the rest (``inbox_common.whatsapp.errors``): a wamid →
+``accepted``; a retryable error → ``retrying`` in the next delay tier (the retry-worker
+brings it back; never dead-lettered for a transient cause); a permanent one → ``failed``
+with Meta's code, title and details; a channel stop (190, 368, 131048, 131031) → the
+channel is disconnected with the reason and its messages are ``held`` until it reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from inbox_api.store.outbound import (
+    ACCEPTED,
+    FAILED,
+    SENDING,
+    Outbound,
+    callback_data,
+    error_record,
+)
+from inbox_common.errors import PermanentError, TransientError
+from inbox_common.logging import get_logger
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import Document
+from inbox_common.whatsapp import messages
+from inbox_common.whatsapp.cloud_api import CloudApiClient
+from inbox_common.whatsapp.errors import Classification, CloudApiError, next_tier
+
+log = get_logger(__name__)
+
+# A claimed message's job comes back after this tier to see whether a status proved it sent.
+WAIT_FOR_PROOF_TIER = "30s"
+LAST_TIER = "1h"
+
+# Told of every change to a message (the live updates show it).
+Notify = Callable[[ObjectId], Awaitable[None]]
+
+
+def request_body(doc: Document) -> dict[str, Any]:
+    """Meta's request for a stored outbound message."""
+    recipient = doc.get("recipient") or {}
+    address = messages.address(phone=recipient.get("wa_id"), user_id=recipient.get("user_id"))
+    kind = doc["type"]
+    content = doc["content"].get(kind) if kind == "contacts" else doc["content"]
+    return messages.message(
+        address,
+        kind,
+        content,
+        reply_to=doc.get("reply_to"),
+        callback_data=callback_data(doc["_id"]),
+    )
+
+
+class Sender:
+    def __init__(
+        self,
+        outbound: Outbound,
+        channels: Channels,
+        cloud: CloudApiClient,
+        *,
+        stale_after: timedelta,
+        notify: Notify,
+    ) -> None:
+        self._outbound = outbound
+        self._channels = channels
+        self._cloud = cloud
+        self._stale_after = stale_after
+        self._notify = notify
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = orjson.loads(message.body)
+        except orjson.JSONDecodeError as exc:
+            raise PermanentError("invalid_job", f"the job is not JSON ({exc})") from None
+        if not isinstance(job, dict):
+            raise PermanentError("invalid_job", "the job is not a JSON object")
+        if job.get("kind") == "read":
+            await self.mark_read(_object_id(job.get("channel_id")), str(job.get("wamid") or ""))
+        else:
+            await self.send(_object_id(job.get("message_id")))
+
+    async def send(self, message_id: ObjectId) -> None:
+        doc = await self._outbound.get(message_id)
+        if doc is None:
+            raise PermanentError(
+                "unknown_message", f"no outbound message {message_id}: nothing to send"
+            )
+        state = doc.get("send_state")
+        if state in (ACCEPTED, FAILED):
+            return  # done already: a duplicate job sends nothing
+        channel = await self._channels.get(doc["channel_id"], None)
+        if channel is None or channel.get("status") != "connected":
+            reason = (channel or {}).get("disconnected_reason") or "the channel is gone"
+            await self._outbound.held(message_id, reason=reason)
+            await self._changed(message_id)
+            return
+        claimed = await self._outbound.begin_sending(message_id, stale_after=self._stale_after)
+        if claimed is None:
+            if state == SENDING:
+                # Another sender holds it, or one died mid-call: wait for a status webhook to
+                # prove Meta got it before anything is sent again.
+                raise TransientError(
+                    "awaiting_proof",
+                    f"message {message_id} is being sent (or its sender died); checking again "
+                    "once a status could have arrived",
+                    tier=WAIT_FOR_PROOF_TIER,
+                )
+            return  # accepted or failed in the meantime
+        if state == SENDING:
+            log.warning("sender.resending_unproven", message_id=str(message_id))
+            await self._outbound.possible_duplicate(message_id)
+        await self._call(claimed, channel)
+
+    async def _call(self, doc: Document, channel: Document) -> None:
+        message_id = doc["_id"]
+        try:
+            body = request_body(doc)
+        except PermanentError as exc:
+            await self._outbound.failed(
+                message_id, error={"code": None, "title": exc.reason, "message": str(exc)}
+            )
+            await self._changed(message_id)
+            return
+        try:
+            result = await self._cloud.send(
+                channel["phone_number_id"], self._channels.access_token(channel), body
+            )
+        except CloudApiError as error:
+            await self._refused(doc, channel, error)
+            return
+        await self._outbound.accepted(message_id, result.wamid)
+        log.info("sender.accepted", message_id=str(message_id), attempts=doc.get("attempts"))
+        await self._changed(message_id)
+
+    async def _refused(self, doc: Document, channel: Document, error: CloudApiError) -> None:
+        message_id = doc["_id"]
+        record = error_record(error)
+        if error.classification is Classification.RETRY:
+            if error.maybe_sent:
+                # Meta may have it: keep "sending", and the job comes back for the proof.
+                await self._outbound.still_sending(message_id, error=record)
+                tier = WAIT_FOR_PROOF_TIER
+            else:
+                floor = error.tier or WAIT_FOR_PROOF_TIER
+                # Never dead-lettered for a transient cause: past the last tier, stay there.
+                tier = next_tier(doc.get("next_tier"), floor) or LAST_TIER
+                await self._outbound.retrying(message_id, tier=tier, error=record)
+            await self._changed(message_id)
+            raise TransientError(error.reason, str(error), tier=tier) from error
+        if error.classification is Classification.STOP_CHANNEL:
+            await self._channels.disconnect(channel["_id"], reason=str(error), code=error.code)
+            await self._outbound.held(message_id, reason=str(error))
+            log.error(
+                "sender.channel_stopped",
+                channel_id=str(channel["_id"]),
+                reason=error.reason,
+                code=error.code,
+            )
+        else:
+            await self._outbound.failed(message_id, error=record)
+            log.warning("sender.failed", message_id=str(message_id), reason=error.reason)
+        await self._changed(message_id)
+
+    async def mark_read(self, channel_id: ObjectId, wamid: str) -> None:
+        channel = await self._channels.get(channel_id, None)
+        if channel is None or channel.get("status") != "connected" or not wamid:
+            return  # a read receipt is a courtesy: nothing to hold
+        try:
+            await self._cloud.mark_read(
+                channel["phone_number_id"], self._channels.access_token(channel), wamid
+            )
+        except CloudApiError as error:
+            if error.classification is Classification.RETRY:
+                raise TransientError(error.reason, str(error), tier=error.tier) from error
+            if error.classification is Classification.STOP_CHANNEL:
+                await self._channels.disconnect(channel_id, reason=str(error), code=error.code)
+            log.warning("sender.read_refused", channel_id=str(channel_id), reason=error.reason)
+
+    async def _changed(self, message_id: ObjectId) -> None:
+        await self._notify(message_id)
+
+
+def _object_id(value: Any) -> ObjectId:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise PermanentError(
+            "invalid_job", f"the job names no valid id ({value!r}); it cannot be sent"
+        ) from None
