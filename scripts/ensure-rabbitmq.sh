@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the local RabbitMQ node answers AMQP on 127.0.0.1:5672, starting it if needed.
 #
-# Only ever starts things: it never stops, resets or deletes anything on the broker, because
-# other sessions and tests share it (they isolate themselves by AMQP namespace).
+# It never resets or deletes anything on the broker, because other sessions and tests share it
+# (they isolate themselves by AMQP namespace). It restarts the node only when the node runs but
+# cannot serve AMQP even after `rabbitmqctl start_app`: such a node serves nobody.
 set -euo pipefail
 
 host=127.0.0.1
@@ -51,17 +52,10 @@ if ! command -v rabbitmq-server >/dev/null || ! command -v rabbitmqctl >/dev/nul
     exit 1
 fi
 
-if as_root timeout 20 rabbitmqctl -q ping </dev/null >/dev/null 2>&1; then
-    # The Erlang node runs but the broker does not answer yet: it is booting, or someone ran
-    # `rabbitmqctl stop_app`. Give a booting node time first, then start the application
-    # (start_app is a no-op on a running one).
-    if ! wait_until_ready 15; then
-        say "starting the RabbitMQ application on the running node (rabbitmqctl start_app)"
-        as_root timeout "$wait_seconds" rabbitmqctl -q start_app </dev/null >/dev/null || true
-    fi
-else
-    mkdir -p "$root/.run"
-    start_log="$root/.run/rabbitmq-start.log"
+mkdir -p "$root/.run"
+start_log="$root/.run/rabbitmq-start.log"
+
+start_node() {
     say "starting the local RabbitMQ broker (rabbitmq-server -detached; output in $start_log)"
     # The daemon must not inherit our stdout/stderr: a caller reading them through a pipe
     # (CI, subprocess.run) would otherwise wait for an EOF that never comes.
@@ -70,10 +64,53 @@ else
         cat "$start_log" >&2
         exit 1
     fi
+}
+
+node_log_tail() {
+    local log
+    for log in /var/log/rabbitmq/rabbit@*.log; do
+        [[ -r $log && $log != *_upgrade.log ]] || continue
+        say "last lines of $log:"
+        tail -n 25 "$log" | cut -c1-240 >&2
+    done
+}
+
+if as_root timeout 20 rabbitmqctl -q ping </dev/null >/dev/null 2>&1; then
+    # The Erlang node runs but the broker does not answer yet: it is booting, or someone ran
+    # `rabbitmqctl stop_app`. Give a booting node time first, then start the application
+    # (start_app is a no-op on a running one).
+    if ! wait_until_ready 15; then
+        say "starting the RabbitMQ application on the running node (rabbitmqctl start_app)"
+        if ! as_root timeout "$wait_seconds" rabbitmqctl -q start_app </dev/null >"$start_log" 2>&1; then
+            say "rabbitmqctl start_app did not succeed:"
+            cat "$start_log" >&2
+        fi
+    fi
+else
+    start_node
 fi
 
-if ! wait_until_ready "$wait_seconds"; then
-    say "RabbitMQ did not answer on $host:$port within ${wait_seconds}s;" \
+if wait_until_ready "$wait_seconds"; then
+    say "RabbitMQ is ready on $host:$port"
+    exit 0
+fi
+
+# A node that runs but cannot start its broker (for instance one left waiting for cluster
+# peers that are gone, or wedged mid-boot) serves nobody, so restarting it takes nothing from
+# anyone. force_boot makes the next boot skip waiting for former peers.
+node_log_tail
+say "the node does not serve AMQP; restarting it (rabbitmqctl stop, force_boot, rabbitmq-server -detached)"
+as_root timeout 60 rabbitmqctl -q stop </dev/null >/dev/null 2>&1 || true
+if as_root timeout 5 rabbitmqctl -q ping </dev/null >/dev/null 2>&1; then
+    say "the node did not stop; killing its processes"
+    as_root pkill -KILL -u rabbitmq -f beam || true
+    sleep 2
+fi
+as_root timeout 30 rabbitmqctl -q force_boot </dev/null >/dev/null 2>&1 || true
+start_node
+if ! wait_until_ready $((wait_seconds * 2)); then
+    node_log_tail
+    say "RabbitMQ did not answer on $host:$port after a restart;" \
         "see /var/log/rabbitmq/ for the node's log"
     exit 1
 fi
