@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aio_pika.abc import AbstractQueue
+from prometheus_client import CollectorRegistry
 
 from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import Stores, WebhookProcessor
@@ -246,7 +247,7 @@ async def test_a_redelivery_after_a_kill_before_the_ack_stores_one_delivery(
     message = await queue.get(timeout=5)
 
     # The handler wrote everything; the process died before the ack.
-    await WebhookHandler(processor)(message)
+    await WebhookHandler(processor, CollectorRegistry())(message)
     once = await snapshot(db)
     await doomed.close()
 

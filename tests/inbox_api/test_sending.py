@@ -27,6 +27,7 @@ from inbox_common.local.ports import free_port
 from inbox_common.local.processes import ServiceProcess, wait_http
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import CHANNELS, MESSAGES
+from inbox_testkit.agent import Http, healthy, reaches, reply, writes_in
 from inbox_testkit.plugin import ApiClient
 from inbox_testkit.polling import wait_until
 from inbox_testkit.sandbox import Sandbox, run_sandbox, sandbox_number
@@ -37,8 +38,6 @@ pytestmark = pytest.mark.integration
 
 CUSTOMER = "6281234567890"
 TOKEN = f"EAAG-secret-{ACME_NUMBER}"  # the testkit channel's token
-
-Http = ApiClient | aiohttp.ClientSession  # inbox-api on a TestServer, or as a process
 
 
 @pytest.fixture
@@ -63,66 +62,12 @@ async def app(
 ) -> AsyncIterator[ApiClient]:
     """inbox-api (REST, webhook consumer and sender) calling the sandbox."""
     async with TestClient(TestServer(create_app(wired(settings, cloud)))) as client:
+        await healthy(client)
         yield client
 
 
 async def customer_writes(api: Http, cloud: Sandbox, tokens: Tokens, text: str) -> str:
-    """The customer writes; returns the id of the conversation once inbox-api shows it."""
-    wamid = await cloud.inbound(ACME_NUMBER, CUSTOMER, text, name="Budi")
-    found: list[str] = []
-
-    async def arrived() -> bool:
-        answer = await api.get(
-            f"/api/conversations?wa_id={CUSTOMER}", headers=bearer(tokens.acme_agent)
-        )
-        items = (await answer.json())["items"]
-        if not items:
-            return False
-        messages = await api.get(
-            f"/api/conversations/{items[0]['id']}/messages", headers=bearer(tokens.acme_agent)
-        )
-        if wamid in [m["wamid"] for m in (await messages.json())["items"]]:
-            found.append(items[0]["id"])
-            return True
-        return False
-
-    await wait_until(arrived, f"the customer's message {wamid} in the inbox", timeout=15)
-    return found[0]
-
-
-async def reply(
-    api: Http, token: str, conversation: str, body: dict[str, Any], key: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    headers = bearer(token) | ({"Idempotency-Key": key} if key else {})
-    answer = await api.post(
-        f"/api/conversations/{conversation}/messages", json=body, headers=headers
-    )
-    return answer.status, await answer.json()
-
-
-async def message_of(api: Http, token: str, conversation: str, message_id: str) -> Document:
-    answer = await api.get(f"/api/conversations/{conversation}/messages", headers=bearer(token))
-    for item in (await answer.json())["items"]:
-        if item["id"] == message_id:
-            return dict(item)
-    raise AssertionError(f"message {message_id} is not listed in {conversation}")
-
-
-async def reaches(
-    api: Http, token: str, conversation: str, message_id: str, **wanted: Any
-) -> Document:
-    """Wait until the message, as REST shows it, has the ``wanted`` fields."""
-    seen: list[Document] = []
-
-    async def there() -> bool:
-        seen[:] = [await message_of(api, token, conversation, message_id)]
-        return all(seen[0].get(k) == v for k, v in wanted.items())
-
-    try:
-        await wait_until(there, f"message {message_id} to have {wanted}", timeout=15)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; it is {seen[0] if seen else 'not listed'}") from None
-    return seen[0]
+    return await writes_in(api, cloud, tokens.acme_agent, ACME_NUMBER, CUSTOMER, text)
 
 
 async def sends_to_customer(cloud: Sandbox) -> list[dict[str, Any]]:
@@ -244,6 +189,7 @@ async def test_token_refused_disconnects_the_channel_and_holds_until_reconnected
     assert status == 202
     held = await reaches(app, tokens.acme_agent, conversation, message["id"], send_state="held")
     assert held["status"] == "pending"
+    assert "reconnect the channel" in held["held_reason"]
     stored = await db[CHANNELS].find_one({"_id": channel["_id"]})
     assert stored is not None
     assert stored["status"] == "disconnected"
@@ -254,6 +200,17 @@ async def test_token_refused_disconnects_the_channel_and_holds_until_reconnected
     assert shown["status"] == "disconnected"
     assert TOKEN not in await listed.text()
     assert await sends_to_customer(cloud) == []
+
+    refused = await app.post(
+        f"/api/channels/{channel['_id']}/reconnect",
+        json={"access_token": "EAAG-not-the-numbers-token"},
+        headers=bearer(tokens.acme_admin),
+    )
+    assert refused.status == 422, await refused.text()
+    assert (await refused.json())["error"]["code"] == "token_refused"
+    still = await db[CHANNELS].find_one({"_id": channel["_id"]})
+    assert still is not None
+    assert still["status"] == "disconnected"
 
     answer = await app.post(
         f"/api/channels/{channel['_id']}/reconnect",
@@ -293,15 +250,24 @@ async def test_a_rate_limited_send_waits_in_its_delay_tier(
         app, tokens.acme_agent, conversation, message["id"], send_state="retrying"
     )
     assert waiting["status"] == "pending"
+    # The agent sees why and until when: the attempt made, Meta's error, the next attempt.
+    assert (waiting["attempts"], waiting["last_error"]["code"]) == (1, 130429)
+    assert waiting["retry_due_at"] is not None
     stored = await db[MESSAGES].find_one({"_id": ObjectId(message["id"])})
     assert stored is not None
     assert (stored["next_tier"], stored["last_error"]["code"]) == ("30s", 130429)
 
+    counts: list[int | None] = []
+
     async def in_tier() -> bool:
         queue = await amqp_channel.declare_queue(names.retry_tier_queue("30s"), passive=True)
-        return bool(queue.declaration_result.message_count == 1)
+        counts.append(queue.declaration_result.message_count)
+        return counts[-1] == 1
 
-    await wait_until(in_tier, "the send in the 30s delay tier")
+    try:
+        await wait_until(in_tier, "the send in the 30s delay tier", timeout=10)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the tier held {counts[-5:]}") from None
     assert await sends_to_customer(cloud) == []
 
 

@@ -25,9 +25,10 @@ import aio_pika
 import pymongo
 import pymongo.errors
 
-from inbox_common.broker.topology import Names, everything
+from inbox_common.broker.topology import Names, everything, number_sends
 from inbox_common.local.ports import tcp_accepts
 from inbox_common.local.secantus import SecantusServer
+from inbox_testkit.tenants import SENDING_NUMBERS
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -149,6 +150,8 @@ class AmqpNamespace:
         """Track every exchange and queue the services declare in this namespace."""
         names = Names(self.name)
         spec = everything(names)
+        for number in SENDING_NUMBERS:
+            spec = spec + number_sends(number)(names)
         self.track(*(e.name for e in spec.exchanges), *(q.name for q in spec.queues))
         return names
 

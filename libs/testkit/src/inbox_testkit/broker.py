@@ -45,7 +45,7 @@ def webhook_consumer(
     return Consumer(
         broker,
         names.webhooks_queue,
-        WebhookHandler(processor),
+        WebhookHandler(processor, CollectorRegistry()),
         dead_letter_exchange=names.dead_letter_exchange,
         publisher=publisher,
         metrics=ConsumerMetrics(CollectorRegistry()),

@@ -1,6 +1,6 @@
 """The whatsapp-sandbox as a real process for tests: started on a free port, posting its
 signed webhooks to a given ingest, and driven through its admin API (customers write,
-faults are injected, the ledger of accepted sends is read)."""
+faults are injected, the ledger of accepted sends and the read receipts are read)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ class Sandbox:
     async def sent(self, **query: str) -> list[dict[str, Any]]:
         """The accepted sends, oldest first (the ground truth of what "Meta" received)."""
         async with self._session.get(f"{self.url}/sandbox/sent", params=query) as response:
+            return list((await response.json())["items"])
+
+    async def read_receipts(self, **query: str) -> list[dict[str, Any]]:
+        """The read receipts "Meta" answered, oldest first (``phone_number_id=`` to filter)."""
+        async with self._session.get(f"{self.url}/sandbox/read-receipts", params=query) as response:
             return list((await response.json())["items"])
 
     async def fail_next(self, code: int | str, count: int = 1) -> None:

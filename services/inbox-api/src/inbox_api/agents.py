@@ -40,12 +40,19 @@ class AgentService:
         query = {} if tenant is None else {"tenant": tenant}
         return await self._agents.find(query).sort("created_at", 1).to_list()
 
-    async def exists(self, agent_id: str, tenant: str) -> bool:
+    async def known_id(self, agent_id: str, tenant: str) -> str | None:
+        """``agent_id`` as the store spells it, if it names an agent of ``tenant``.
+
+        An ObjectId is hex, and ``ObjectId()`` reads hex in either case: the id in capitals
+        names the same agent, but assignments are compared as text (``assignee=me``), so
+        only the canonical spelling may be stored.
+        """
         try:
             oid = ObjectId(agent_id)
         except (InvalidId, TypeError):
-            return False
-        return await self._agents.count_documents({"_id": oid, "tenant": tenant}, limit=1) == 1
+            return None
+        found = await self._agents.count_documents({"_id": oid, "tenant": tenant}, limit=1)
+        return str(oid) if found == 1 else None
 
     async def tokens(self, tenant: str | None) -> list[dict[str, Any]]:
         return await list_tokens(self._db, tenant)

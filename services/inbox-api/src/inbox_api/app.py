@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from aiohttp import web
@@ -16,22 +16,25 @@ from inbox_api.events import Events
 from inbox_api.keys import AGENTS, CHANNELS, CONVERSATIONS, EVENTS, OUTBOUND, WEBHOOK_LOGS
 from inbox_api.live import LIVE, add_live_routes, live_ctx
 from inbox_api.outbound import OutboundService
+from inbox_api.pacing import Pacers
 from inbox_api.rest.auth import TOKEN_CACHE, TokenCache, auth_middleware
 from inbox_api.rest.openapi import OPENAPI, build_openapi
 from inbox_api.rest.routes import add_routes
-from inbox_api.sender import Sender
+from inbox_api.sender import SENDER, Sender
+from inbox_api.senders import number_senders_ctx
 from inbox_api.settings import InboxApiSettings
 from inbox_api.store.inbox import Inbox
-from inbox_api.store.outbound import Outbound
 from inbox_api.webhook_logs import WebhookLogService
 from inbox_common.broker import topology
-from inbox_common.broker.connection import NAMES, broker_ctx
+from inbox_common.broker.connection import BROKER, NAMES, broker_ctx
 from inbox_common.broker.consumer import Handler, RetryPolicy, consumer_ctx
 from inbox_common.broker.publisher import PUBLISHER, publisher_ctx
+from inbox_common.metrics import METRICS_REGISTRY
 from inbox_common.service import CleanupCtx, create_service_app
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import DATABASE, store_ctx
 from inbox_common.store.ledger import Ledger
+from inbox_common.store.outbound import Outbound
 from inbox_common.whatsapp.cloud_api import CLOUD_API, cloud_api_ctx
 
 SERVICE = "inbox-api"
@@ -47,10 +50,22 @@ def services_ctx(settings: InboxApiSettings) -> CleanupCtx:
         app[EVENTS] = Events(db, app[LIVE].publish)
         conversations = ConversationService(db, inbox)
         app[CONVERSATIONS] = conversations
-        outbound = OutboundService(conversations, inbox, Outbound(db), app[PUBLISHER], app[NAMES])
-        app[OUTBOUND] = outbound
         channels = Channels(db, cipher=settings.token_cipher())
-        app[CHANNELS] = ChannelService(channels, ledger, app[PUBLISHER], app[NAMES], outbound)
+        outbound = OutboundService(
+            conversations, inbox, Outbound(db), app[PUBLISHER], app[NAMES], app[BROKER], channels
+        )
+        app[OUTBOUND] = outbound
+        app[CHANNELS] = ChannelService(
+            channels, ledger, app[PUBLISHER], app[NAMES], outbound, app[CLOUD_API]
+        )
+        app[SENDER] = Sender(
+            Outbound(db),
+            channels,
+            app[CLOUD_API],
+            stale_after=timedelta(seconds=settings.sender_stale_seconds),
+            announce=app[EVENTS],
+            pacers=Pacers(settings.sender_messages_per_second),
+        )
         app[AGENTS] = AgentService(db)
         app[WEBHOOK_LOGS] = WebhookLogService(ledger)
         yield
@@ -60,21 +75,11 @@ def services_ctx(settings: InboxApiSettings) -> CleanupCtx:
 
 def webhook_handler(app: web.Application) -> Handler:
     processor = WebhookProcessor(Stores.of(app[DATABASE]), on_written=app[EVENTS].written)
-    return WebhookHandler(processor)
+    return WebhookHandler(processor, app[METRICS_REGISTRY])
 
 
-def sender_handler(settings: InboxApiSettings) -> Callable[[web.Application], Handler]:
-    def build(app: web.Application) -> Handler:
-        db = app[DATABASE]
-        return Sender(
-            Outbound(db),
-            Channels(db, cipher=settings.token_cipher()),
-            app[CLOUD_API],
-            stale_after=timedelta(seconds=settings.sender_stale_seconds),
-            notify=app[EVENTS].message_changed,
-        )
-
-    return build
+def sender_handler(app: web.Application) -> Handler:
+    return app[SENDER]
 
 
 def create_app(settings: InboxApiSettings) -> web.Application:
@@ -110,7 +115,17 @@ def create_app(settings: InboxApiSettings) -> web.Application:
     app.cleanup_ctx.append(
         consumer_ctx(
             topology.outbound,
-            sender_handler(settings),
+            sender_handler,
+            prefetch=settings.sender_prefetch,
+            retry=retry,
+            depends_on=("mongodb",),
+        )
+    )
+    # Sends wait on their number's queue: one sender at a time per number, whichever replicas
+    # run (the shared queue above carries the read receipts).
+    app.cleanup_ctx.append(
+        number_senders_ctx(
+            sender_handler,
             prefetch=settings.sender_prefetch,
             retry=retry,
             depends_on=("mongodb",),

@@ -135,7 +135,9 @@ class ConversationService:
         """An internal note: listed with the messages, never sent."""
         conversation = await self.get(conversation_id, scope)
         note_id = ObjectId()
+        # BSON keeps milliseconds: cut to them, so the answer shows the note as listed later.
         now = datetime.now(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         note = {
             "_id": note_id,
             "wamid": f"note:{note_id}",

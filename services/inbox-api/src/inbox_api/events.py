@@ -26,7 +26,7 @@ from inbox_api.rest import views
 from inbox_api.store.inbox import CONVERSATION_FIELDS, Writes
 from inbox_common.logging import get_logger
 from inbox_common.store.client import Database, Document
-from inbox_common.store.schema import CONVERSATIONS, MESSAGES
+from inbox_common.store.schema import CHANNELS, CONVERSATIONS, MESSAGES
 
 log = get_logger(__name__)
 
@@ -35,6 +35,7 @@ Publish = Callable[[str, str, dict[str, Any]], None]
 
 class Events:
     def __init__(self, db: Database, publish: Publish) -> None:
+        self._channels = db[CHANNELS]
         self._conversations = db[CONVERSATIONS]
         self._messages = db[MESSAGES]
         self._publish = publish
@@ -62,6 +63,15 @@ class Events:
         except Exception as exc:  # announcing never fails the change
             log.warning("events.failed", message_id=str(message_id), error=str(exc))
 
+    async def channel_changed(self, channel_id: ObjectId) -> None:
+        """A channel was disconnected or reconnected: announce it as it is now."""
+        try:
+            doc = await self._channels.find_one({"_id": channel_id})
+            if doc is not None:
+                self.channel(doc)
+        except Exception as exc:  # announcing never fails the change
+            log.warning("events.failed", channel_id=str(channel_id), error=str(exc))
+
     async def written(self, writes: Writes) -> None:
         """A consumer flush is stored: announce its new messages, statuses and conversations
         (two reads per flush, whatever its size)."""
@@ -79,6 +89,8 @@ class Events:
                 if doc.get("direction") is not None:  # not a placeholder of an early status
                     self.message(doc, created=doc["wamid"] in created)
         await self._conversations_of(list(writes.conversations))
+        for channel_id in writes.stopped_channels:
+            await self.channel_changed(channel_id)
 
     async def _conversations_of(self, ids: Iterable[ObjectId]) -> None:
         wanted = list(ids)

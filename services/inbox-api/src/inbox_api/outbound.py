@@ -24,12 +24,15 @@ from inbox_api.errors import ConflictError
 from inbox_api.previews import outbound_preview
 from inbox_api.rest.outgoing import OutgoingMessage
 from inbox_api.store.inbox import Inbox, Touch, Writes
-from inbox_api.store.outbound import QUEUED, Outbound, local_wamid
+from inbox_common.broker import topology
+from inbox_common.broker.connection import Broker, BrokerUnavailableError
 from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
 from inbox_common.broker.topology import OUTBOUND_ROUTING_KEY, Names
 from inbox_common.http import ApiError
 from inbox_common.logging import get_logger
+from inbox_common.store.channels import Channels
 from inbox_common.store.client import Document
+from inbox_common.store.outbound import QUEUED, Outbound, local_wamid
 
 log = get_logger(__name__)
 
@@ -65,7 +68,11 @@ class OutboundService:
         outbound: Outbound,
         publisher: ConfirmedPublisher,
         names: Names,
+        broker: Broker,
+        channels: Channels,
     ) -> None:
+        self._broker = broker
+        self._channels = channels
         self._conversations = conversations
         self._inbox = inbox
         self._outbound = outbound
@@ -86,6 +93,13 @@ class OutboundService:
         conversation = await self._conversations.get(conversation_id_, scope)
         if message.type != "template":
             _check_window(conversation.get("last_inbound_at"))
+        channel = await self._channels.get(conversation["channel_id"], conversation["tenant"])
+        if channel is None:
+            raise ApiError(
+                409,
+                "channel_gone",
+                "the conversation's channel no longer exists; connect the number again",
+            )
         now = datetime.now(UTC)
         message_id = ObjectId()
         key = idempotency_key or str(message_id)
@@ -96,6 +110,7 @@ class OutboundService:
             "wamid": local_wamid(message_id),
             "conversation_id": conversation["_id"],
             "channel_id": conversation["channel_id"],
+            "phone_number_id": channel["phone_number_id"],
             "tenant": conversation["tenant"],
             "direction": "outbound",
             "type": message.type,
@@ -141,13 +156,27 @@ class OutboundService:
         )
         await self._inbox.write(writes)
 
-    async def requeue_held(self, channel_id: ObjectId) -> int:
-        """Queue again the messages held while ``channel_id`` was disconnected; returns how
+    async def requeue_held(self, channel: Document) -> int:
+        """Queue again the messages held while ``channel`` was disconnected; returns how
         many."""
-        held = await self._outbound.held_of(channel_id)
+        held = await self._outbound.held_of(channel["_id"])
         for message_id in held:
-            await self._publish({"message_id": str(message_id)}, str(message_id))
+            await self._send_job(message_id, channel["phone_number_id"])
         return len(held)
+
+    async def _send_job(self, message_id: ObjectId, phone_number_id: str) -> None:
+        """The job of one send, on its number's queue (declared before the first one)."""
+        try:
+            await self._broker.declare_once(topology.number_sends(phone_number_id)(self._names))
+        except BrokerUnavailableError as exc:
+            raise PublishFailedError("broker_unavailable", str(exc)) from exc
+        await self._publisher.publish(
+            self._names.outbound_exchange,
+            phone_number_id,
+            orjson.dumps({"message_id": str(message_id)}),
+            message_id=str(message_id),
+            content_type="application/json",
+        )
 
     async def queue_read(self, channel_id: ObjectId, wamid: str) -> None:
         """Tell Meta (through the sender) that ``wamid`` and the messages before it were read.
@@ -159,6 +188,7 @@ class OutboundService:
             log.warning("outbound.read_receipt_skipped", wamid=wamid, error=str(exc))
 
     async def _publish(self, job: dict[str, str], message_id: str) -> None:
+        """A job on the shared outbound queue (read receipts)."""
         await self._publisher.publish(
             self._names.outbound_exchange,
             OUTBOUND_ROUTING_KEY,
@@ -169,7 +199,7 @@ class OutboundService:
 
     async def _queue(self, doc: Document) -> None:
         try:
-            await self._publish({"message_id": str(doc["_id"])}, str(doc["_id"]))
+            await self._send_job(doc["_id"], doc["phone_number_id"])
         except PublishFailedError as exc:
             log.warning("outbound.queue_failed", message_id=str(doc["_id"]), error=str(exc))
             raise ApiError(

@@ -1,16 +1,25 @@
 """One-line summaries of messages for the conversation list (presentation, not the wire
-contract): the text itself, a caption, ``[location] …``, ``[voice message]``, ..."""
+contract): the text itself, a caption, ``[location] …``, ``[voice message]``, ...
+
+An edited message is summarised by its new version, and a deleted one by
+:data:`DELETED_PREVIEW` alone: what the customer deleted does not stay in the list."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inbox_common.contracts.webhook import MEDIA_TYPES, InboundMessage, InteractiveContent
+from inbox_common.contracts.webhook import (
+    MEDIA_TYPES,
+    InboundMessage,
+    InteractiveContent,
+    MessageContent,
+)
 
 PREVIEW_MAX_CHARS = 200
+DELETED_PREVIEW = "[deleted message]"
 
 
-def preview(message: InboundMessage) -> str:
+def preview(message: MessageContent) -> str:
     """A one-line summary of ``message``, at most 200 characters."""
     return clip(_describe(message))
 
@@ -23,7 +32,7 @@ def clip(text: str) -> str:
     return text
 
 
-def _describe(message: InboundMessage) -> str:
+def _describe(message: MessageContent) -> str:
     if message.type in MEDIA_TYPES:
         return _describe_media(message)
     match message.type:
@@ -52,10 +61,15 @@ def _describe(message: InboundMessage) -> str:
         case "order":
             items = (message.order or {}).get("product_items")
             return f"[order] {len(items)} items" if isinstance(items, list) else "[order]"
+        case "edit":
+            edited = message.edit.message if message.edit else None
+            return _describe(edited) if edited is not None and edited.type else "[edited message]"
+        case "revoke":
+            return DELETED_PREVIEW
     return f"[{message.type}]"
 
 
-def _describe_media(message: InboundMessage) -> str:
+def _describe_media(message: MessageContent) -> str:
     media = getattr(message, message.type)
     if media is None:
         return f"[{message.type}]"

@@ -24,16 +24,23 @@ channel is disconnected with the reason and its messages are ``held`` until it r
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn, Protocol
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
 
-from inbox_api.store.outbound import (
+from inbox_api.pacing import Pacers
+from inbox_common.broker.topology import RETRY_TIERS
+from inbox_common.errors import PermanentError, TransientError
+from inbox_common.logging import get_logger
+from inbox_common.store.channels import Channels
+from inbox_common.store.client import Document, is_transient
+from inbox_common.store.outbound import (
     ACCEPTED,
     FAILED,
     SENDING,
@@ -41,10 +48,7 @@ from inbox_api.store.outbound import (
     callback_data,
     error_record,
 )
-from inbox_common.errors import PermanentError, TransientError
-from inbox_common.logging import get_logger
-from inbox_common.store.channels import Channels
-from inbox_common.store.client import Document
+from inbox_common.store.token_cipher import TokenCipherError
 from inbox_common.whatsapp import messages
 from inbox_common.whatsapp.cloud_api import CloudApiClient
 from inbox_common.whatsapp.errors import Classification, CloudApiError, next_tier
@@ -53,10 +57,18 @@ log = get_logger(__name__)
 
 # A claimed message's job comes back after this tier to see whether a status proved it sent.
 WAIT_FOR_PROOF_TIER = "30s"
-LAST_TIER = "1h"
+# Calls of the Cloud API for one message, whatever failed, before it is failed for good.
+MAX_ATTEMPTS = 10
+TIER_SECONDS = dict(RETRY_TIERS)
+THROUGHPUT_EXCEEDED = 130429
 
-# Told of every change to a message (the live updates show it).
-Notify = Callable[[ObjectId], Awaitable[None]]
+
+class Announce(Protocol):
+    """Told of every change the sender makes (the live updates show it)."""
+
+    async def message_changed(self, message_id: ObjectId) -> None: ...
+
+    async def channel_changed(self, channel_id: ObjectId) -> None: ...
 
 
 def request_body(doc: Document) -> dict[str, Any]:
@@ -82,15 +94,26 @@ class Sender:
         cloud: CloudApiClient,
         *,
         stale_after: timedelta,
-        notify: Notify,
+        announce: Announce,
+        pacers: Pacers,
     ) -> None:
+        self._pacers = pacers
         self._outbound = outbound
         self._channels = channels
         self._cloud = cloud
         self._stale_after = stale_after
-        self._notify = notify
+        self._announce = announce
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._handle(message)
+        except PyMongoError as exc:
+            if is_transient(exc):
+                # The consumer retries, then parks the job and pauses until the store is back.
+                raise TransientError("store_unavailable", f"MongoDB: {exc}") from exc
+            raise PermanentError("store_rejected", f"MongoDB refused the write: {exc}") from exc
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             job = orjson.loads(message.body)
         except orjson.JSONDecodeError as exc:
@@ -111,30 +134,46 @@ class Sender:
         state = doc.get("send_state")
         if state in (ACCEPTED, FAILED):
             return  # done already: a duplicate job sends nothing
+        if state == SENDING and not self._stale(doc):
+            _await_proof(message_id)
         channel = await self._channels.get(doc["channel_id"], None)
         if channel is None or channel.get("status") != "connected":
             reason = (channel or {}).get("disconnected_reason") or "the channel is gone"
-            await self._outbound.held(message_id, reason=reason)
-            await self._changed(message_id)
+            await self._hold(message_id, reason)
             return
+        try:
+            token = self._channels.access_token(channel)
+        except TokenCipherError as exc:
+            log.error("sender.token_unreadable", channel_id=str(channel["_id"]), error=str(exc))
+            await self._hold(message_id, str(exc))
+            return
+        # Paced before the claim: a sender that dies while waiting for its turn has claimed
+        # nothing, so the message is not left "sending" for a call that never happened.
+        bucket = self._pacers.of(channel["phone_number_id"], channel.get("messages_per_second"))
+        await bucket.acquire()
         claimed = await self._outbound.begin_sending(message_id, stale_after=self._stale_after)
         if claimed is None:
             if state == SENDING:
-                # Another sender holds it, or one died mid-call: wait for a status webhook to
-                # prove Meta got it before anything is sent again.
-                raise TransientError(
-                    "awaiting_proof",
-                    f"message {message_id} is being sent (or its sender died); checking again "
-                    "once a status could have arrived",
-                    tier=WAIT_FOR_PROOF_TIER,
-                )
+                _await_proof(message_id)  # another sender claimed it meanwhile
             return  # accepted or failed in the meantime
         if state == SENDING:
             log.warning("sender.resending_unproven", message_id=str(message_id))
             await self._outbound.possible_duplicate(message_id)
-        await self._call(claimed, channel)
+        await self._call(claimed, channel, token)
 
-    async def _call(self, doc: Document, channel: Document) -> None:
+    def _stale(self, doc: Document) -> bool:
+        since = doc.get("sending_since")
+        if since is None:
+            return True
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return bool(datetime.now(UTC) - since > self._stale_after)
+
+    async def _hold(self, message_id: ObjectId, reason: str) -> None:
+        await self._outbound.held(message_id, reason=reason)
+        await self._changed(message_id)
+
+    async def _call(self, doc: Document, channel: Document, token: str) -> None:
         message_id = doc["_id"]
         try:
             body = request_body(doc)
@@ -144,13 +183,20 @@ class Sender:
             )
             await self._changed(message_id)
             return
+        bucket = self._pacers.of(channel["phone_number_id"], channel.get("messages_per_second"))
         try:
-            result = await self._cloud.send(
-                channel["phone_number_id"], self._channels.access_token(channel), body
-            )
+            result = await self._cloud.send(channel["phone_number_id"], token, body)
         except CloudApiError as error:
+            if error.code == THROUGHPUT_EXCEEDED:
+                paused = bucket.back_off()
+                log.warning(
+                    "sender.throughput_exceeded",
+                    phone_number_id=channel["phone_number_id"],
+                    paused_s=paused,
+                )
             await self._refused(doc, channel, error)
             return
+        bucket.succeeded()
         await self._outbound.accepted(message_id, result.wamid)
         log.info("sender.accepted", message_id=str(message_id), attempts=doc.get("attempts"))
         await self._changed(message_id)
@@ -159,20 +205,22 @@ class Sender:
         message_id = doc["_id"]
         record = error_record(error)
         if error.classification is Classification.RETRY:
+            tier = next_tier(doc.get("next_tier"), error.tier or WAIT_FOR_PROOF_TIER)
+            if tier is None or doc.get("attempts", 0) >= MAX_ATTEMPTS:
+                await self._exhausted(doc, error, record)
             if error.maybe_sent:
                 # Meta may have it: keep "sending", and the job comes back for the proof.
                 await self._outbound.still_sending(message_id, error=record)
                 tier = WAIT_FOR_PROOF_TIER
             else:
-                floor = error.tier or WAIT_FOR_PROOF_TIER
-                # Never dead-lettered for a transient cause: past the last tier, stay there.
-                tier = next_tier(doc.get("next_tier"), floor) or LAST_TIER
-                await self._outbound.retrying(message_id, tier=tier, error=record)
+                due = datetime.now(UTC) + timedelta(seconds=TIER_SECONDS[tier])
+                await self._outbound.retrying(message_id, tier=tier, due_at=due, error=record)
             await self._changed(message_id)
             raise TransientError(error.reason, str(error), tier=tier) from error
         if error.classification is Classification.STOP_CHANNEL:
             await self._channels.disconnect(channel["_id"], reason=str(error), code=error.code)
             await self._outbound.held(message_id, reason=str(error))
+            await self._announce.channel_changed(channel["_id"])
             log.error(
                 "sender.channel_stopped",
                 channel_id=str(channel["_id"]),
@@ -183,6 +231,26 @@ class Sender:
             await self._outbound.failed(message_id, error=record)
             log.warning("sender.failed", message_id=str(message_id), reason=error.reason)
         await self._changed(message_id)
+
+    async def _exhausted(
+        self, doc: Document, error: CloudApiError, record: dict[str, Any]
+    ) -> NoReturn:
+        """Every tier waited out (or every attempt made): the message fails with Meta's last
+        error, and the job goes to the dead-letter queue, counted."""
+        message_id = doc["_id"]
+        await self._outbound.failed(message_id, error={**record, "exhausted": True})
+        await self._changed(message_id)
+        log.warning(
+            "sender.retries_exhausted",
+            message_id=str(message_id),
+            attempts=doc.get("attempts"),
+            reason=error.reason,
+        )
+        raise PermanentError(
+            "retries_exhausted",
+            f"message {message_id} failed after {doc.get('attempts')} attempts and every delay "
+            f"tier; the last error: {error}",
+        ) from error
 
     async def mark_read(self, channel_id: ObjectId, wamid: str) -> None:
         channel = await self._channels.get(channel_id, None)
@@ -197,10 +265,22 @@ class Sender:
                 raise TransientError(error.reason, str(error), tier=error.tier) from error
             if error.classification is Classification.STOP_CHANNEL:
                 await self._channels.disconnect(channel_id, reason=str(error), code=error.code)
+                await self._announce.channel_changed(channel_id)
             log.warning("sender.read_refused", channel_id=str(channel_id), reason=error.reason)
 
     async def _changed(self, message_id: ObjectId) -> None:
-        await self._notify(message_id)
+        await self._announce.message_changed(message_id)
+
+
+def _await_proof(message_id: ObjectId) -> NoReturn:
+    """Another sender holds the message, or one died mid-call: wait for a status webhook to
+    prove Meta got it before anything is sent again."""
+    raise TransientError(
+        "awaiting_proof",
+        f"message {message_id} is being sent (or its sender died); checking again once a "
+        "status could have arrived",
+        tier=WAIT_FOR_PROOF_TIER,
+    )
 
 
 def _object_id(value: Any) -> ObjectId:
@@ -210,3 +290,6 @@ def _object_id(value: Any) -> ObjectId:
         raise PermanentError(
             "invalid_job", f"the job names no valid id ({value!r}); it cannot be sent"
         ) from None
+
+
+SENDER = web.AppKey("sender", Sender)

@@ -30,6 +30,13 @@ class InboxApiSettings(
     sender_prefetch: int = Field(
         default=32, ge=1, le=1000, description="Cloud API calls one replica makes at once"
     )
+    sender_messages_per_second: float = Field(
+        default=80.0,
+        ge=1.0,
+        le=1000.0,
+        description="a number's Cloud API throughput when its channel sets none (Meta's default "
+        "is 80; up to 1,000 once Meta raised it)",
+    )
     sender_stale_seconds: float = Field(
         default=60.0,
         ge=5.0,

@@ -18,6 +18,8 @@ from inbox_common.store.token_cipher import TokenCipher
 from inbox_common.tokens import Role
 from inbox_ops.channels import rotate_channel_tokens
 from inbox_ops.db import db_deploy
+from inbox_ops.jobs import job_campaign_retry
+from inbox_ops.maintenance import add_maintenance_commands, maintenance_run
 from inbox_ops.settings import OpsSettings
 from inbox_ops.tokens import token_create, token_list, token_revoke
 from inbox_ops.webhooks import webhooks_replay
@@ -26,7 +28,8 @@ from inbox_ops.webhooks import webhooks_replay
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="inbox-ops",
-        description="Operate the WhatsApp inbox: migrations, tokens and the local stack. "
+        description="Operate the WhatsApp inbox: migrations, tokens, one-shot jobs and "
+        "maintenance, and the local stack. "
         "Settings come from the environment (MONGODB_URL, MONGODB_DB, ...).",
     )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,6 +81,16 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, default=1000, help="at most this many (oldest first)")
     replay.add_argument("--dry-run", action="store_true", help="count, publish nothing")
 
+    job = commands.add_parser("job", help="run a job once, in the foreground")
+    jobs = job.add_subparsers(dest="job", required=True, metavar="JOB")
+    retry = jobs.add_parser(
+        "campaign-retry",
+        help="one retry-worker pass: due retries back to their queue (exit 1 when it failed, "
+        "4 while a live worker holds the lock)",
+    )
+    retry.add_argument("--every", type=int, default=100, help="a progress line every N jobs")
+    add_maintenance_commands(commands)
+
     dev = commands.add_parser(
         "dev", help="run the whole platform locally (what `make run` calls); Ctrl-C stops it"
     )
@@ -127,6 +140,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         from inbox_ops.devstack import run_dev_stack
 
         return run_dev_stack(args.state_dir)
+    if args.command == "job":
+        return job_campaign_retry(every=max(args.every, 1))
+    if args.command == "maintenance":
+        return maintenance_run(args.tasks)
     if args.command == "channels" and args.channels_command == "new-key":
         print(TokenCipher.new_key())
         return 0

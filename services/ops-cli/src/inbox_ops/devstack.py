@@ -80,10 +80,12 @@ class DevStack:
         env.setdefault("WEBHOOK_INGEST_PORT", "8080")
         env.setdefault("INBOX_API_PORT", "8081")
         env.setdefault("WHATSAPP_SANDBOX_PORT", "8090")
+        env.setdefault("RETRY_WORKER_PORT", "8082")
         env.setdefault("PYTHONUNBUFFERED", "1")
         self._persistent_secret("WHATSAPP_WEBHOOK_SECRET", "webhook-secret")
         self._persistent_secret("WHATSAPP_WEBHOOK_VERIFY_TOKEN", "verify-token")
         self._persistent_secret("CHANNEL_TOKEN_KEYS", "channel-token-key", TokenCipher.new_key)
+        self._persistent_secret("JOBS_API_TOKEN", "jobs-api-token")
         # The sandbox stands in for Meta: inbox-api sends to it, it posts webhooks to ingest.
         sandbox = f"http://127.0.0.1:{env['WHATSAPP_SANDBOX_PORT']}"
         env.setdefault("WHATSAPP_API_BASE_URL", sandbox)
@@ -91,7 +93,13 @@ class DevStack:
             "SANDBOX_WEBHOOK_URL",
             f"http://127.0.0.1:{env['WEBHOOK_INGEST_PORT']}/webhooks/whatsapp",
         )
-        for variable in ("WEBHOOK_INGEST_PORT", "INBOX_API_PORT", "WHATSAPP_SANDBOX_PORT"):
+        ports = (
+            "WEBHOOK_INGEST_PORT",
+            "INBOX_API_PORT",
+            "WHATSAPP_SANDBOX_PORT",
+            "RETRY_WORKER_PORT",
+        )
+        for variable in ports:
             if not _port_free(int(env[variable])):
                 raise SystemExit(
                     f"port {env[variable]} ({variable}) is in use; stop what holds it or set "
@@ -140,6 +148,7 @@ class DevStack:
             ("webhook-ingest", "inbox_ingest", "WEBHOOK_INGEST_PORT"),
             ("inbox-api", "inbox_api", "INBOX_API_PORT"),
             ("whatsapp-sandbox", "inbox_sandbox", "WHATSAPP_SANDBOX_PORT"),
+            ("retry-worker", "inbox_retry", "RETRY_WORKER_PORT"),
         ]
         for name, module, port_variable in services:
             child = ServiceProcess(name, [sys.executable, "-m", module], env=self.env)
@@ -180,6 +189,8 @@ class DevStack:
         ingest = f"http://127.0.0.1:{self.env['WEBHOOK_INGEST_PORT']}"
         api = f"http://127.0.0.1:{self.env['INBOX_API_PORT']}"
         sandbox = f"http://127.0.0.1:{self.env['WHATSAPP_SANDBOX_PORT']}"
+        retry = f"http://127.0.0.1:{self.env['RETRY_WORKER_PORT']}"
+        jobs_token = self.env["JOBS_API_TOKEN"]
         sample, header = self.write_sample()
         auth = shlex.quote(f"Authorization: Bearer {token}")
         signed = shlex.quote(f"{signature.SIGNATURE_HEADER}: {header}")
@@ -202,6 +213,7 @@ class DevStack:
                 f"  inbox-api         {api}/api/conversations   (API docs {api}/api/docs)",
                 f"  whatsapp-sandbox  {sandbox}   (the Cloud API stand-in; sends: "
                 f"{sandbox}/sandbox/sent)",
+                f"  retry-worker      {retry}/api/jobs/campaign-retry?token={jobs_token}",
                 f"  MongoDB           {redact_url(self.env['MONGODB_URL'])} "
                 f"db={self.env['MONGODB_DB']}",
                 f"  RabbitMQ          {redact_url(self.env['RABBITMQ_URL'])} "

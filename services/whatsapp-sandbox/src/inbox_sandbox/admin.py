@@ -1,5 +1,5 @@
-"""The sandbox's own API under ``/sandbox``: customers writing in, the ledger of sends, fault
-injection and business numbers. Its errors use the project's JSON error shape.
+"""The sandbox's own API under ``/sandbox``: customers writing in, the ledger of sends, the
+read receipts, fault injection and business numbers. Its errors use the project's JSON error shape.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class NumberRequest(BaseModel):
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/sandbox/inbound", post_inbound)
     app.router.add_get("/sandbox/sent", get_sent)
+    app.router.add_get("/sandbox/read-receipts", get_read_receipts)
     app.router.add_post("/sandbox/faults", post_faults)
     app.router.add_get("/sandbox/faults", get_faults)
     app.router.add_delete("/sandbox/faults", delete_faults)
@@ -125,6 +126,17 @@ async def get_sent(request: web.Request) -> web.Response:
             "total": total,
             "dropped": sandbox.ledger.dropped,
         }
+    )
+
+
+async def get_read_receipts(request: web.Request) -> web.Response:
+    """The read receipts answered, oldest first: which inbound messages were marked read."""
+    receipts = request.app[SANDBOX].read_receipts
+    query = request.query
+    limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    items, total = receipts.query(phone_number_id=query.get("phone_number_id") or None, limit=limit)
+    return json_response(
+        {"items": [item.as_json() for item in items], "total": total, "dropped": receipts.dropped}
     )
 
 

@@ -5,6 +5,9 @@ The request names the business number, the customer (``from``, a phone number, a
 by the type exactly as Meta's webhook carries it (``"text": {"body": "Halo"}``). Media objects
 get Meta's ``id``, ``mime_type`` and ``sha256`` when the request leaves them out. Types the
 sandbox does not know pass through as they are: Meta adds types, and the inbox must keep them.
+``edit`` (``{"original_message_id", "message": <the whole new version>}``) and ``revoke``
+(``{"original_message_id"}``) change an earlier message, as Meta reports for numbers also used
+in the WhatsApp Business app.
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ _EXAMPLES = {
     "interactive": '{"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}}',
     "reaction": '{"message_id": "wamid....", "emoji": "👍"}',
     "button": '{"text": "Stop promotions", "payload": "stop"}',
+    "edit": '{"original_message_id": "wamid....", "message": {"type": "text", "text": {"body": '
+    '"Halo!"}}}',
+    "revoke": '{"original_message_id": "wamid...."}',
 }
 
 
@@ -111,6 +117,8 @@ def _content_problem(type_: str, content: Any) -> str | None:
         "interactive": ("type",),
         "reaction": ("message_id",),
         "button": ("text",),
+        "edit": ("original_message_id", "message"),
+        "revoke": ("original_message_id",),
     }
     if type_ == "contacts":
         if not isinstance(content, list) or not content:
@@ -127,6 +135,14 @@ def _content_problem(type_: str, content: Any) -> str | None:
         kind = content["type"]
         if not isinstance(kind, str) or not isinstance(content.get(kind), dict):
             return "'interactive' must carry the object its type names, like " + _EXAMPLES[type_]
+    if type_ == "edit":
+        new = content["message"]
+        if (
+            not isinstance(new, dict)
+            or not isinstance(new.get("type"), str)
+            or new["type"] not in new
+        ):
+            return "'edit.message' must be the new version with its type, like " + _EXAMPLES[type_]
     return None
 
 

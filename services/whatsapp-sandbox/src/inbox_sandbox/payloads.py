@@ -17,6 +17,10 @@ from typing import Any
 
 __all__ = [
     "contact",
+    "echo",
+    "echoes_webhook",
+    "edit_message",
+    "edited",
     "media_content",
     "media_message",
     "message",
@@ -24,6 +28,7 @@ __all__ = [
     "new_wamid",
     "outbound_status",
     "reaction_message",
+    "revoke_message",
     "status",
     "text_message",
     "text_webhook",
@@ -333,3 +338,96 @@ def outbound_status(
     if errors is not None:
         built["errors"] = list(errors)
     return built
+
+
+# --- Coexistence (numbers also used in the WhatsApp Business app): edits, revokes, echoes. ---
+# Meta's references: "Edit messages webhook reference", "Revoke messages webhook reference"
+# and "smb_message_echoes webhook reference" (developers.facebook.com, WhatsApp webhooks).
+
+
+def edited(type_: str, content: Any, *, context_id: str | None = None) -> dict[str, Any]:
+    """The ``edit.message`` object: the whole new version of an edited message, a type and
+    its object (a text, or a media object with the new caption), no id or timestamp; with
+    ``context`` first when the message replied to one."""
+    built: dict[str, Any] = {}
+    if context_id is not None:
+        built["context"] = {"id": context_id}
+    built["type"] = type_
+    built[type_] = content
+    return built
+
+
+def edit_message(
+    wamid: str,
+    original_wamid: str,
+    new_version: dict[str, Any],
+    *,
+    wa_id: str | None = None,
+    user_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A ``messages[]`` item saying the user edited ``original_wamid`` (``type: edit``);
+    ``new_version`` is built by :func:`edited`. Meta sends these within 15 minutes of the
+    original, for text and captioned media."""
+    content = {"original_message_id": original_wamid, "message": new_version}
+    return user_message("edit", wamid, content, wa_id=wa_id, user_id=user_id, timestamp=timestamp)
+
+
+def revoke_message(
+    wamid: str,
+    original_wamid: str,
+    *,
+    wa_id: str | None = None,
+    user_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A ``messages[]`` item saying the user deleted ``original_wamid`` for everyone
+    (``type: revoke``; within two days of the original)."""
+    content = {"original_message_id": original_wamid}
+    return user_message("revoke", wamid, content, wa_id=wa_id, user_id=user_id, timestamp=timestamp)
+
+
+def echo(
+    wamid: str,
+    type_: str,
+    content: Any,
+    *,
+    to: str,
+    business_number: str = "15550000000",
+    timestamp: int | None = None,
+    to_user_id: str | None = None,
+) -> dict[str, Any]:
+    """A ``message_echoes[]`` item: a message the business sent from the WhatsApp Business app
+    (or, with ``type_`` ``edit`` / ``revoke``, an edit or deletion of one of its messages).
+    ``to`` is the customer's number as the business entered it (Meta's example:
+    ``+16505551234``); ``to_user_id``, the BSUID, only when given."""
+    built: dict[str, Any] = {"from": business_number, "to": to}
+    if to_user_id is not None:
+        built["to_user_id"] = to_user_id
+    built["id"] = wamid
+    built["timestamp"] = str(int(time.time()) if timestamp is None else timestamp)
+    built["type"] = type_
+    built[type_] = content
+    return built
+
+
+def echoes_webhook(
+    phone_number_id: str,
+    echoes: Iterable[dict[str, Any]],
+    *,
+    display_phone_number: str = "15550000000",
+    waba_id: str = "WABA_ID",
+) -> dict[str, Any]:
+    """A whole ``smb_message_echoes`` webhook body (no ``contacts`` array)."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": display_phone_number,
+            "phone_number_id": phone_number_id,
+        },
+        "message_echoes": list(echoes),
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [{"value": value, "field": "smb_message_echoes"}]}],
+    }

@@ -39,6 +39,7 @@ from inbox_sandbox.ledger import Ledger
 from inbox_sandbox.limits import SendLimits
 from inbox_sandbox.metrics import SandboxMetrics
 from inbox_sandbox.numbers import BusinessNumber, NumberRegistry
+from inbox_sandbox.receipts import ReadReceipts
 from inbox_sandbox.schema import MarkRead, SendRequest
 from inbox_sandbox.settings import SandboxSettings
 from inbox_sandbox.statuses import AcceptedSend, status_webhooks
@@ -85,6 +86,7 @@ class Sandbox:
             pair_burst=settings.sandbox_pair_burst,
         )
         self.ledger = Ledger(settings.sandbox_ledger_limit)
+        self.read_receipts = ReadReceipts()
         self.faults = Faults()
         self.metrics = metrics
         self.default_throughput = settings.sandbox_throughput
@@ -174,7 +176,13 @@ class Sandbox:
         return _answer(request, wamid)
 
     def mark_read(self, number: BusinessNumber, request: MarkRead) -> dict[str, Any]:
-        """Meta's answer to a read receipt (and typing indicator) for an inbound message."""
+        """Meta's answer to a read receipt (and typing indicator) for an inbound message;
+        recorded for ``GET /sandbox/read-receipts``."""
+        self.read_receipts.append(
+            phone_number_id=number.phone_number_id,
+            message_id=request.message_id,
+            at=datetime.now(UTC),
+        )
         self.metrics.marked_read.inc()
         log.debug(
             "sandbox.marked_read", wamid=request.message_id, phone_number_id=number.phone_number_id

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from yarl import URL
 
-from inbox_common.broker.topology import Names
+from inbox_common.broker.topology import Names, Topology, declare
 from inbox_common.health import HEALTH_CHECKS, CheckResult, HealthCheck, Status
 from inbox_common.logging import get_logger
 from inbox_common.service import CleanupCtx
@@ -44,6 +44,7 @@ class Broker:
         self._setup_tasks: set[asyncio.Task[None]] = set()
         self._pending_setups = 0
         self.ready = asyncio.Event()
+        self._declared: set[str] = set()
 
     def start(self) -> None:
         """Begin connecting in the background."""
@@ -82,6 +83,22 @@ class Broker:
         task = asyncio.create_task(run(), name=f"broker-setup:{what}")
         self._setup_tasks.add(task)
         task.add_done_callback(self._setup_tasks.discard)
+
+    async def declare_once(self, spec: Topology) -> None:
+        """Declare ``spec`` unless this process already did (pieces made at run time, such as
+        a number's queue, declared before the first publish to them). Raises
+        :class:`BrokerUnavailableError` while disconnected."""
+        key = "|".join(sorted(q.name for q in spec.queues) + sorted(e.name for e in spec.exchanges))
+        if key in self._declared:
+            return
+        if not self.connected:
+            raise BrokerUnavailableError("not connected to RabbitMQ; cannot declare a queue")
+        channel = await self.connection.channel()
+        try:
+            await declare(channel, spec)
+        finally:
+            await channel.close()
+        self._declared.add(key)
 
     @property
     def connected(self) -> bool:

@@ -384,6 +384,31 @@ def _republishable(value: Any) -> Any:
     return value
 
 
+def consumer_metrics(app: web.Application) -> ConsumerMetrics:
+    """The consumers' metrics of ``app`` (one set for all its consumers)."""
+    if CONSUMER_METRICS not in app:
+        app[CONSUMER_METRICS] = ConsumerMetrics(app[METRICS_REGISTRY])
+    return app[CONSUMER_METRICS]
+
+
+def dependencies_ready(app: web.Application, depends_on: Sequence[str]) -> Ready:
+    """A paused consumer's resume condition: the named health checks all answer OK."""
+    checks = app[HEALTH_CHECKS]
+
+    async def ready() -> bool:
+        for name in depends_on:
+            check = checks[name]
+            try:
+                result = await asyncio.wait_for(check.probe(), check.timeout)
+            except Exception:  # no answer is not ready
+                return False
+            if result is not None and result.status is not Status.OK:
+                return False
+        return True
+
+    return ready
+
+
 def consumer_ctx(
     piece: Piece,
     handler: HandlerFactory,
@@ -409,32 +434,19 @@ def consumer_ctx(
             raise ValueError(f"the {spec.label or 'given'} piece has no queue to consume")
         if PUBLISHER not in app:
             raise RuntimeError("consumer_ctx needs publisher_ctx before it (dead letters)")
-        if CONSUMER_METRICS not in app:
-            app[CONSUMER_METRICS] = ConsumerMetrics(app[METRICS_REGISTRY])
+        metrics = consumer_metrics(app)
         checks = app[HEALTH_CHECKS]
-
-        async def ready() -> bool:
-            for name in depends_on:
-                check = checks[name]
-                try:
-                    result = await asyncio.wait_for(check.probe(), check.timeout)
-                except Exception:  # no answer is not ready
-                    return False
-                if result is not None and result.status is not Status.OK:
-                    return False
-            return True
-
         running = Consumer(
             broker,
             spec.consumed,
             handler(app),
             dead_letter_exchange=names.dead_letter_exchange,
             publisher=app[PUBLISHER],
-            metrics=app[CONSUMER_METRICS],
+            metrics=metrics,
             prefetch=prefetch,
             retry=retry,
             retry_exchange=names.retry_exchange,
-            ready=ready,
+            ready=dependencies_ready(app, depends_on),
         )
         checks[f"{spec.label}_consumer"] = HealthCheck(running.probe, critical=critical)
 

@@ -13,8 +13,12 @@ The pieces (names with the default namespace ``wa``):
 
 - ``webhooks``: ``wa.webhooks`` (topic) → ``wa.inbox.webhooks``; published by webhook-ingest
   and replays, consumed by inbox-api.
-- ``outbound``: ``wa.outbound`` (direct) → ``wa.outbound.send``; sends of agents and
-  campaigns, consumed by inbox-api's sender.
+- ``outbound``: ``wa.outbound`` (direct) → ``wa.outbound.send``: read receipts, consumed by
+  inbox-api's sender.
+- ``number_sends(phone_number_id)``: ``wa.outbound`` (routing key = the phone_number_id) →
+  ``wa.outbound.number.<phone_number_id>``: the sends of agents and campaigns from one
+  number. A single-active-consumer queue: whichever inbox-api replicas run, one sender at a
+  time sends for a number, so it alone paces the number to Meta's rate.
 - ``retries``: ``wa.retry`` (direct, routing key = tier) → the delay tiers ``wa.retry.5s``,
   ``.30s``, ``.2m``, ``.10m``, ``.1h``: a message waits out its queue's TTL and is then
   dead-lettered through the default exchange to ``wa.retry.due``, consumed by retry-worker.
@@ -91,6 +95,14 @@ class Names:
     @property
     def outbound_queue(self) -> str:
         return f"{self.namespace}.outbound.send"
+
+    def number_queue(self, phone_number_id: str) -> str:
+        return f"{self.namespace}.outbound.number.{phone_number_id}"
+
+    def is_number_queue(self, queue: str) -> bool:
+        """Whether ``queue`` is one number's send queue in this namespace."""
+        number = queue.removeprefix(self.number_queue(""))
+        return number != queue and number.isdigit()
 
     @property
     def retry_exchange(self) -> str:
@@ -181,6 +193,23 @@ def webhooks(names: Names) -> Topology:
 def outbound(names: Names) -> Topology:
     exchange = ExchangeSpec(names.outbound_exchange, aio_pika.ExchangeType.DIRECT)
     return _consumed_piece(names, "outbound", exchange, names.outbound_queue, OUTBOUND_ROUTING_KEY)
+
+
+def number_sends(phone_number_id: str) -> Piece:
+    """The piece of one number's sends (see the module docstring)."""
+
+    def piece(names: Names) -> Topology:
+        exchange = ExchangeSpec(names.outbound_exchange, aio_pika.ExchangeType.DIRECT)
+        spec = _consumed_piece(
+            names, "number", exchange, names.number_queue(phone_number_id), phone_number_id
+        )
+        work, dead = spec.queues
+        single = QueueSpec(
+            work.name, {**work.arguments, "x-single-active-consumer": True}, work.bindings
+        )
+        return Topology(spec.exchanges, (single, dead), consumed=single.name, label="number")
+
+    return piece
 
 
 def retries(names: Names) -> Topology:

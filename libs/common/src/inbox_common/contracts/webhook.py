@@ -25,6 +25,8 @@ __all__ = [
     "ChangeEvent",
     "ChangeValue",
     "Contact",
+    "EditContent",
+    "EditedMessage",
     "Entry",
     "ErrorData",
     "InboundMessage",
@@ -33,12 +35,15 @@ __all__ = [
     "InvalidEnvelope",
     "LocationContent",
     "MediaContent",
+    "MessageContent",
     "MessageContext",
+    "MessageEcho",
     "MessageStatus",
     "MetaError",
     "Metadata",
     "Profile",
     "ReactionContent",
+    "RevokeContent",
     "SystemContent",
     "TextContent",
     "UnixTimestamp",
@@ -210,24 +215,28 @@ class ReactionContent(_MetaObject):
     emoji: str | None = None
 
 
+class RevokeContent(_MetaObject):
+    """The user (or, in an echo, the business) deleted an earlier message for everyone."""
+
+    original_message_id: str | None = None
+
+
 MEDIA_TYPES = frozenset({"image", "video", "audio", "sticker", "document"})
-# Fields of InboundMessage that hold the object named by ``type``.
+# Fields of MessageContent that hold the object named by ``type``.
 _CONTENT_FIELDS = MEDIA_TYPES | {
     "text", "location", "contacts", "interactive", "button", "reaction", "system", "order",
+    "edit", "revoke",
 }  # fmt: skip
 
 
-class InboundMessage(_MetaObject):
-    """A message a WhatsApp user sent to the business.
+class MessageContent(_MetaObject):
+    """A message's ``type`` and the object it names: what an inbound message, an echo and
+    the new version of an edited message have in common.
 
     ``type`` stays a plain string: Meta adds types (``request_welcome``, ``unsupported``
     with a sub-type, ...) and the object named by an unknown type lands in ``model_extra``.
     """
 
-    from_: str | None = Field(default=None, alias="from")
-    from_user_id: str | None = None
-    id: str
-    timestamp: UnixTimestamp
     type: str
     context: MessageContext | None = None
     errors: list[MetaError] = []
@@ -245,6 +254,8 @@ class InboundMessage(_MetaObject):
     referral: dict[str, Any] | None = None
     system: SystemContent | None = None
     order: dict[str, Any] | None = None
+    edit: EditContent | None = None
+    revoke: RevokeContent | None = None
 
     @property
     def content(self) -> dict[str, Any]:
@@ -275,6 +286,51 @@ class InboundMessage(_MetaObject):
         return self.type == "reaction" and not (self.reaction and self.reaction.emoji)
 
 
+class EditedMessage(MessageContent):
+    """The new version of an edited message: a type and its object (a text, or a media
+    object with its new caption), no id or timestamp of its own. ``type`` is empty when Meta
+    left it out (the edit then says nothing that can be shown)."""
+
+    type: str = ""
+
+
+class EditContent(_MetaObject):
+    """The user (or, in an echo, the business) edited an earlier message: its wamid and the
+    whole new version of it."""
+
+    original_message_id: str | None = None
+    message: EditedMessage | None = None
+
+
+class InboundMessage(MessageContent):
+    """A message a WhatsApp user sent to the business (``from`` its phone, ``from_user_id``
+    its BSUID). An ``edit`` or a ``revoke`` changes an earlier message instead of adding
+    one."""
+
+    from_: str | None = Field(default=None, alias="from")
+    from_user_id: str | None = None
+    id: str
+    timestamp: UnixTimestamp
+
+
+class MessageEcho(InboundMessage):
+    """A message the business sent from the WhatsApp Business app or a companion device
+    (``smb_message_echoes``): ``from`` is the business's display number, ``to`` the
+    customer's phone as the business typed it (maybe with a ``+``), ``to_user_id`` the
+    customer's BSUID when Meta gives one. An ``edit`` or a ``revoke`` echo changes an
+    earlier message of the business."""
+
+    to: str | None = None
+    to_user_id: str | None = None
+    to_parent_user_id: str | None = None
+
+
+# MessageContent names EditContent, which holds an EditedMessage (a MessageContent): the
+# models are complete only once all three exist.
+for _model in (MessageContent, EditedMessage, EditContent, InboundMessage, MessageEcho):
+    _model.model_rebuild()
+
+
 def _as_json(value: object) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -300,13 +356,15 @@ class MessageStatus(_MetaObject):
 
 
 class ChangeValue(_MetaObject):
-    """The payload of one change; fields other than ``messages`` carry other keys (extras)."""
+    """The payload of one change: ``messages`` (and ``statuses``) for the ``messages`` field,
+    ``message_echoes`` for ``smb_message_echoes``; other fields carry other keys (extras)."""
 
     messaging_product: str | None = None
     metadata: Metadata | None = None
     contacts: list[Contact] = []
     messages: list[InboundMessage] = []
     statuses: list[MessageStatus] = []
+    message_echoes: list[MessageEcho] = []
     errors: list[MetaError] = []
 
 
@@ -377,6 +435,7 @@ class ChangeEvent:
     statuses: tuple[MessageStatus, ...]
     errors: tuple[MetaError, ...]
     value: ChangeValue
+    echoes: tuple[MessageEcho, ...] = ()
 
 
 def iter_changes(envelope: WebhookEnvelope) -> Iterator[ChangeEvent]:
@@ -395,4 +454,5 @@ def iter_changes(envelope: WebhookEnvelope) -> Iterator[ChangeEvent]:
                 statuses=tuple(value.statuses),
                 errors=tuple(value.errors),
                 value=value,
+                echoes=tuple(value.message_echoes),
             )

@@ -11,3 +11,9 @@ WEBHOOK_EVENTS = "webhook_events"
 API_TOKENS = "api_tokens"
 SCHEMA_MIGRATIONS = "schema_migrations"
 AGENTS = "agents"
+JOB_LOCKS = "job_locks"
+# Written by the campaigns service; the retry-worker reads a campaign's status.
+CAMPAIGNS = "campaigns"
+ALERTS = "alerts"
+# One document per maintenance task: the last period the schedule published it for.
+MAINTENANCE_SCHEDULE = "maintenance_schedule"

@@ -17,10 +17,13 @@ from typing import Any
 from inbox_common.store.client import Database
 from inbox_common.store.collections import (
     AGENTS,
+    ALERTS,
     API_TOKENS,
     CHANNELS,
     CONTACTS,
     CONVERSATIONS,
+    JOB_LOCKS,
+    MAINTENANCE_SCHEDULE,
     MESSAGES,
     SCHEMA_MIGRATIONS,
     WEBHOOK_EVENTS,
@@ -29,10 +32,13 @@ from inbox_common.store.identities import migrate_contacts
 
 __all__ = [
     "AGENTS",
+    "ALERTS",
     "API_TOKENS",
     "CHANNELS",
     "CONTACTS",
     "CONVERSATIONS",
+    "JOB_LOCKS",
+    "MAINTENANCE_SCHEDULE",
     "MESSAGES",
     "MIGRATIONS",
     "SCHEMA_MIGRATIONS",
@@ -218,6 +224,58 @@ MIGRATIONS: tuple[Migration, ...] = (
                 partial={"send_state": {"$exists": True}},
             ),
         ),
+    ),
+    Migration(
+        version=4,
+        name="retry worker: job locks, the due time of retrying sends",
+        collections=(JOB_LOCKS,),
+        indexes=(
+            # The retry-worker's status shows the next due retry: the smallest retry_due_at
+            # of the messages in send_state "retrying".
+            Index(
+                MESSAGES,
+                "send_state_retry_due",
+                (("send_state", 1), ("retry_due_at", 1)),
+                partial={"retry_due_at": {"$exists": True}},
+            ),
+        ),
+    ),
+    Migration(
+        version=5,
+        name="maintenance and alerts: alerts, the maintenance schedule, stuck sends by age",
+        collections=(ALERTS, MAINTENANCE_SCHEDULE),
+        indexes=(
+            # One open (or acknowledged) alert per dedupe key; a resolved one leaves the index,
+            # so the same condition coming back opens a new alert.
+            Index(
+                ALERTS,
+                "dedupe_key_open_unique",
+                (("dedupe_key", 1),),
+                unique=True,
+                partial={"status": {"$in": ["open", "acknowledged"]}},
+            ),
+            Index(ALERTS, "tenant_newest", (("tenant", 1), ("_id", -1))),
+            Index(ALERTS, "status_resolved", (("status", 1), ("resolved_at", 1))),
+            # maintenance's stuck_sends: outbound messages in a state, oldest first.
+            Index(
+                MESSAGES,
+                "send_state_created",
+                (("send_state", 1), ("created_at", 1)),
+                partial={"send_state": {"$exists": True}},
+            ),
+        ),
+        validators={
+            ALERTS: _required(
+                "dedupe_key",
+                "kind",
+                "severity",
+                "status",
+                dedupe_key={"bsonType": "string"},
+                kind={"bsonType": "string"},
+                severity={"enum": ["P0", "P1", "P2", "P3"]},
+                status={"enum": ["open", "acknowledged", "resolved"]},
+            ),
+        },
     ),
 )
 

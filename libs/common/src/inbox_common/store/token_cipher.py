@@ -51,7 +51,14 @@ class TokenCipher:
         """``stored`` encrypted with the first key (plain tokens get encrypted)."""
         if not stored.startswith(PREFIX):
             return self.encrypt(stored)
-        return PREFIX + self._fernet.rotate(stored[len(PREFIX) :].encode()).decode()
+        try:
+            return PREFIX + self._fernet.rotate(stored[len(PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise TokenCipherError(
+                "no key in CHANNEL_TOKEN_KEYS decrypts a stored channel token: keep the key it "
+                "was encrypted with in the list (first the new key, then the old ones) and "
+                "rotate again"
+            ) from None
 
     @staticmethod
     def needs_rotation(stored: str) -> bool:

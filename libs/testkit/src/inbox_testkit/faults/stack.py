@@ -29,10 +29,11 @@ from inbox_common.store.channels import Channels
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
 from inbox_testkit.store import cipher
+from inbox_testkit.tenants import FAULTS_NUMBER
 
 SECRET = "faults-secret"
 VERIFY_TOKEN = "faults-verify"
-PHONE_NUMBER_ID = "106540352240001"
+PHONE_NUMBER_ID = FAULTS_NUMBER
 TENANT = "faults"
 # Short, so a broker or store that does not answer turns into a fast 503 or retry.
 PUBLISH_TIMEOUT = 2.0

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from bson.errors import BSONError
+from prometheus_client import CollectorRegistry, Histogram
 from pymongo.errors import PyMongoError
 
 from inbox_api.consumer.service import WebhookProcessor
 from inbox_common.contracts.delivery import InvalidDelivery, deliveries_from_amqp
 from inbox_common.errors import PermanentError, TransientError
 from inbox_common.logging import bind_message_context
+from inbox_common.metrics import LATENCY_BUCKETS
 from inbox_common.store.client import is_transient
 
 
@@ -23,8 +26,14 @@ class WebhookHandler:
     every body in it was applied.
     """
 
-    def __init__(self, processor: WebhookProcessor) -> None:
+    def __init__(self, processor: WebhookProcessor, registry: CollectorRegistry) -> None:
         self._processor = processor
+        self._ingest_to_store = Histogram(
+            "webhook_ingest_to_store_seconds",
+            "From the ingest's receipt of a webhook to its fate stored by the consumer",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         structlog.contextvars.clear_contextvars()
@@ -47,6 +56,11 @@ class WebhookHandler:
             )
         try:
             await asyncio.gather(*(self._processor.process(d) for d in deliveries))
+            now = datetime.now(UTC)
+            for delivery in deliveries:
+                self._ingest_to_store.observe(
+                    max(0.0, (now - delivery.received_at).total_seconds())
+                )
         except PyMongoError as exc:
             if is_transient(exc):
                 raise TransientError("store_unavailable", f"MongoDB: {exc}") from exc

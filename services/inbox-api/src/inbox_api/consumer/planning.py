@@ -9,19 +9,32 @@ Three passes over the flush, so each kind of store work is done once for all its
    under the new identifiers), then every other person is resolved to a contact with one
    read per channel (``inbox_common.store.identities``): a phone, a BSUID or both, linked as
    soon as one webhook carries both.
-3. **Writes**: messages into their contact's conversation, statuses and reactions onto their
-   messages, contacts' names and usernames; each body's fate.
+3. **Writes**: messages into their contact's conversation, statuses, reactions, edits and
+   revokes onto their messages, contacts' names and usernames; each body's fate.
+
+Besides ``messages``, the ``smb_message_echoes`` field is applied: the messages the business
+sent from the WhatsApp Business app (or edited, or deleted there). An echo is an outbound
+message in the conversation of the customer it went to (``to``, resolved like a sender): it
+moves the preview but adds no unread mark and does not open the 24-hour window.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from inbox_api.consumer.statuses import rank
-from inbox_api.previews import clip, preview
-from inbox_api.store.inbox import Touch, Writes, reaction_op, status_op
-from inbox_api.store.outbound import error_record, message_of_callback
+from inbox_api.previews import DELETED_PREVIEW, clip, preview
+from inbox_api.store.inbox import (
+    Revision,
+    Touch,
+    Writes,
+    edit_op,
+    reaction_op,
+    revoke_op,
+    status_op,
+)
 from inbox_api.store.storable import TOO_DEEP, storable
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.contracts.webhook import (
@@ -29,6 +42,8 @@ from inbox_common.contracts.webhook import (
     Contact,
     InboundMessage,
     InvalidEnvelope,
+    MessageContent,
+    MessageEcho,
     MessageStatus,
     iter_changes,
     parse_envelope,
@@ -36,14 +51,22 @@ from inbox_common.contracts.webhook import (
 from inbox_common.logging import get_logger
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import Document
-from inbox_common.store.identities import ContactRef, Identities, Identity
+from inbox_common.store.identities import BSUID, ContactRef, Identities, Identity
 from inbox_common.store.ledger import FAILED, PROCESSED, Fate
+from inbox_common.store.outbound import error_record, message_of_callback
 from inbox_common.whatsapp.classify import error_from_status_errors
 from inbox_common.whatsapp.errors import Classification
 
 log = get_logger(__name__)
 
 IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
+# The fields whose changes reach the inbox; other subscriptions (templates, account updates)
+# are kept in the ledger only.
+APPLIED_FIELDS = frozenset({"messages", "smb_message_echoes"})
+# Kinds of message that change an earlier one rather than add a bubble.
+REVISIONS = frozenset({"edit", "revoke"})
+ECHO_SOURCE = "business_app"
+_NOT_DIGITS = re.compile(r"[^0-9]")
 
 
 @dataclass(slots=True)
@@ -66,6 +89,7 @@ class People:
     """Who a change names: each message's sender and each contact entry, as identities."""
 
     senders: dict[str, Identity] = field(default_factory=dict)  # by wamid
+    recipients: dict[str, Identity] = field(default_factory=dict)  # of echoes, by wamid
     profiles: dict[Identity, Contact] = field(default_factory=dict)
     linked: list[Identity] = field(default_factory=list)  # statuses naming both ids
 
@@ -100,8 +124,7 @@ class Planner:
             body.fate = Fate(delivery, FAILED, [], error)
             return body
         for change in iter_changes(envelope):
-            if change.field != "messages" or change.phone_number_id is None:
-                # Other subscriptions (templates, account updates) are kept in the ledger only.
+            if change.field not in APPLIED_FIELDS or change.phone_number_id is None:
                 continue
             number = change.phone_number_id
             if number not in body.phone_number_ids:
@@ -109,7 +132,8 @@ class Planner:
             channel = await self._channels.by_phone_number_id(number)
             if channel is None:
                 body.unknown.append(number)
-                wamids = [m.id for m in change.messages] + [s.id for s in change.statuses]
+                wamids = [m.id for m in (*change.messages, *change.echoes)]
+                wamids += [s.id for s in change.statuses]
                 log.warning(
                     "webhook.unknown_channel",
                     phone_number_id=number,
@@ -133,6 +157,7 @@ class Planner:
                         await self._apply_identity_change(channel, message, writes)
                 named = by_channel.setdefault(channel["_id"], (channel, []))[1]
                 named.extend(people.senders.values())
+                named.extend(people.recipients.values())
                 named.extend(people.profiles)
                 named.extend(people.linked)
         refs: dict[tuple[Any, Identity], ContactRef] = {}
@@ -195,7 +220,17 @@ class Planner:
                 continue
             name, username = _profile(people, sender)
             ref = refs[(channel["_id"], sender)]
-            _plan_message(channel, ref, message, name, username, writes)
+            if message.type in REVISIONS:
+                _plan_revision(channel, ref, message, writes, where, name=name, username=username)
+            else:
+                _plan_message(channel, ref, message, name, username, writes)
+        for echo in change.echoes:
+            log.debug("webhook.echo", wamid=echo.id, type=echo.type, **where)
+            recipient = people.recipients.get(echo.id)
+            if not recipient:
+                log.warning("webhook.echo_without_recipient", wamid=echo.id, **where)
+                continue
+            _plan_echo(channel, refs[(channel["_id"], recipient)], echo, writes, where)
         for status in change.statuses:
             log.debug("webhook.status", wamid=status.id, status=status.status, **where)
             writes.messages.append(_status(channel, status, writes))
@@ -221,11 +256,25 @@ def people_of(change: ChangeEvent) -> People:
                 own = Identity(own.wa_id or identity.wa_id, own.user_id or identity.user_id)
         if own:
             people.senders[message.id] = own
+    for echo in change.echoes:
+        recipient = recipient_of(echo)
+        if recipient:
+            people.recipients[echo.id] = recipient
     for status in change.statuses:
         both = Identity.of(status.recipient_id, status.recipient_user_id)
         if both.wa_id and both.user_id:
             people.linked.append(both)  # a status that names both links them
     return people
+
+
+def recipient_of(echo: MessageEcho) -> Identity:
+    """The customer an echo went to: ``to`` is the number as the business typed it in the
+    app (Meta's example is ``+16505551234``), so only its digits are the phone (a BSUID given
+    there is kept as one); ``to_user_id`` is the BSUID."""
+    phone = echo.to
+    if phone and not BSUID.match(phone):
+        phone = _NOT_DIGITS.sub("", phone)
+    return Identity.of(phone, echo.to_user_id)
 
 
 def _shares(a: Identity, b: Identity) -> bool:
@@ -300,7 +349,102 @@ def _plan_message(
     writes.message(channel, doc, status="received")
 
 
-def _content_and_preview(message: InboundMessage) -> tuple[dict[str, Any], str]:
+def _plan_echo(
+    channel: Document, ref: ContactRef, echo: MessageEcho, writes: Writes, where: dict[str, Any]
+) -> None:
+    """A message the business sent from the WhatsApp Business app: an outbound message Meta
+    already accepted, in the customer's conversation (its preview moves; no unread mark, and
+    the 24-hour window stays as it is: only the customer opens it)."""
+    if echo.type in REVISIONS:
+        _plan_revision(channel, ref, echo, writes, where)
+        return
+    business = echo.from_ or channel.get("display_phone_number") or ""
+    reaction = echo.reaction if echo.type == "reaction" else None
+    content, summary = _content_and_preview(echo)
+    conversation = writes.touch(
+        channel,
+        ref,
+        name=None,
+        touch=Touch(echo.id, echo.timestamp, None if reaction else summary, False),
+    )
+    if reaction is not None:
+        if reaction.message_id:
+            writes.messages.append(
+                reaction_op(
+                    channel,
+                    reaction.message_id,
+                    by=business,
+                    emoji=None if echo.is_reaction_removal else reaction.emoji,
+                    at=echo.timestamp,
+                    wamid=echo.id,
+                )
+            )
+        return
+    recipient = recipient_of(echo)
+    doc: dict[str, Any] = {
+        "wamid": echo.id,
+        "conversation_id": conversation,
+        "direction": "outbound",
+        "from": business,
+        "recipient": {"wa_id": recipient.wa_id, "user_id": recipient.user_id},
+        "type": echo.type,
+        "content": content,
+        "reply_to": echo.reply_to,
+        "timestamp": echo.timestamp,
+        "send_state": "accepted",
+        "source": ECHO_SOURCE,
+    }
+    writes.message(channel, doc, status="sent", status_rank=rank("sent"))
+
+
+def _plan_revision(
+    channel: Document,
+    ref: ContactRef,
+    message: InboundMessage,
+    writes: Writes,
+    where: dict[str, Any],
+    *,
+    name: str | None = None,
+    username: str | None = None,
+) -> None:
+    """An ``edit`` or a ``revoke`` (the customer's, or the business's in an echo) changes the
+    message it names: no bubble, no unread mark, no move of the 24-hour window (an edit comes
+    within 15 minutes of its message, which opened it already). ``where`` names the body for
+    the log."""
+    if message.type == "edit":
+        edit = message.edit
+        target = edit.original_message_id if edit else None
+        new = edit.message if edit else None
+        if not target or new is None or not new.type:
+            log.warning("webhook.edit_incomplete", wamid=message.id, original=target, **where)
+            return
+        content, summary = _content_and_preview(new)
+        writes.messages.append(
+            edit_op(
+                channel, target, wamid=message.id, type_=new.type, content=content,
+                at=message.timestamp,
+            )
+        )  # fmt: skip
+        revision = Revision(target, message.timestamp, message.id, summary, deleted=False)
+    else:
+        target = message.revoke.original_message_id if message.revoke else None
+        if not target:
+            log.warning("webhook.revoke_incomplete", wamid=message.id, **where)
+            return
+        writes.messages.append(revoke_op(channel, target, at=message.timestamp))
+        revision = Revision(target, message.timestamp, message.id, DELETED_PREVIEW, deleted=True)
+    writes.touch(
+        channel,
+        ref,
+        name=name,
+        username=username,
+        touch=Touch(message.id, message.timestamp, None, False),
+        revision=revision,
+    )
+    writes.changed.append(target)
+
+
+def _content_and_preview(message: MessageContent) -> tuple[dict[str, Any], str]:
     try:
         return storable(message.content), preview(message)
     except (ValueError, RecursionError):

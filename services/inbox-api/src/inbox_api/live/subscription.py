@@ -58,6 +58,7 @@ class LiveSubscription:
         self._on_gap = on_gap
         self._channel: AbstractRobustChannel | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._closing = False
         self.bound = False
         self.queue: str | None = None
 
@@ -103,7 +104,7 @@ class LiveSubscription:
 
     async def _keep_bound(self, lost: asyncio.Future[None]) -> None:
         assert self._channel is not None
-        while True:
+        while not self._closing:
             await lost
             self.bound = False
             log.warning("live.unbound", queue=self.queue, detail="binding again when possible")
@@ -123,6 +124,8 @@ class LiveSubscription:
             delay = min(delay * 2, _RETRY_MAX)
 
     async def close(self) -> None:
+        # Ends the watcher even if the cancellation is swallowed inside aio-pika's bind.
+        self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])

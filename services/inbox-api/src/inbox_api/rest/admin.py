@@ -86,14 +86,14 @@ async def list_webhook_logs(request: web.Request) -> web.Response:
         numbers=numbers, status=status, before=before, limit=limit
     )
     cursor = pagination.encode(None, docs[-1]["_id"]) if more else None
-    return out(Page(items=[views.webhook_log(d) for d in docs], next_cursor=cursor))
+    return out(Page(items=[views.webhook_log(d, numbers) for d in docs], next_cursor=cursor))
 
 
 async def get_webhook_log(request: web.Request) -> web.Response:
     numbers = await _webhook_scope(request)
     oid = pagination.object_id(request.match_info["id"], "webhook event")
     doc = await request.app[WEBHOOK_LOGS].get(oid, numbers=numbers)
-    return out(views.webhook_log_detail(doc))
+    return out(views.webhook_log_detail(doc, numbers))
 
 
 async def create_agent(request: web.Request) -> web.Response:

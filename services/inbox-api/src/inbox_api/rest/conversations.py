@@ -110,15 +110,16 @@ async def send_message(request: web.Request) -> web.Response:
 async def assign(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     body = await read_body(request, AssignBody)
-    if body.agent_id is not None and not await request.app[AGENTS].exists(
-        body.agent_id, principal.tenant
-    ):
-        raise ApiError(
-            422, "unknown_agent", f"no agent {body.agent_id} in tenant {principal.tenant}",
-            {"field": "agent_id"},
-        )  # fmt: skip
+    agent_id = None
+    if body.agent_id is not None:
+        agent_id = await request.app[AGENTS].known_id(body.agent_id, principal.tenant)
+        if agent_id is None:
+            raise ApiError(
+                422, "unknown_agent", f"no agent {body.agent_id[:64]} in tenant {principal.tenant}",
+                {"field": "agent_id"},
+            )  # fmt: skip
     oid = pagination.object_id(request.match_info["id"], "conversation")
-    doc = await request.app[CONVERSATIONS].assign(oid, principal.scope(), body.agent_id)
+    doc = await request.app[CONVERSATIONS].assign(oid, principal.scope(), agent_id)
     return _changed(request, doc)
 
 

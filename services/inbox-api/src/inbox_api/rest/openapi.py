@@ -94,7 +94,7 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/api/channels/{id}/reconnect",
           "A new token for a channel Meta stopped (190, 368...); its held messages go out",
           ChannelReconnected, body=ChannelReconnect, params=_ID,
-          errors=("400", "401", "403", "404", "422")),
+          errors=("400", "401", "403", "404", "422", "503")),
     Route("get", "/api/conversations", "Conversations, newest first", Page[ConversationOut],
           params=[*_CONVERSATION_FILTERS, *_PAGING], errors=("400", "401")),
     Route("get", "/api/conversations/{id}", "One conversation", ConversationOut,

@@ -27,6 +27,10 @@ class Page(BaseModel, Generic[ItemT]):
     )
 
 
+# A Cloud API token travels in an Authorization header: printable ASCII, no spaces.
+ACCESS_TOKEN_PATTERN = r"^[!-~]+$"  # noqa: S105 - a pattern, not a secret
+
+
 class ChannelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -37,7 +41,10 @@ class ChannelCreate(BaseModel):
     )
     display_phone_number: str = Field(min_length=1, max_length=32)
     access_token: str = Field(
-        min_length=1, max_length=4096, description="the Cloud API token; stored, never returned"
+        min_length=1,
+        max_length=4096,
+        pattern=ACCESS_TOKEN_PATTERN,
+        description="the Cloud API token; stored, never returned",
     )
     tenant: str | None = Field(
         default=None,
@@ -50,7 +57,10 @@ class ChannelReconnect(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     access_token: str = Field(
-        min_length=1, max_length=4096, description="a new Cloud API token; stored, never returned"
+        min_length=1,
+        max_length=4096,
+        pattern=ACCESS_TOKEN_PATTERN,
+        description="a new Cloud API token; stored, never returned",
     )
 
 
@@ -117,6 +127,11 @@ class ReactionOut(BaseModel):
     timestamp: datetime
 
 
+SendState = Literal[
+    "queued", "sending", "accepted", "retrying", "held", "failed", "paused", "cancelled"
+]
+
+
 class MessageOut(BaseModel):
     id: str
     conversation_id: str | None
@@ -129,11 +144,27 @@ class MessageOut(BaseModel):
     timestamp: datetime
     reply_to: str | None = Field(description="the wamid this message answers (context.id)")
     reactions: list[ReactionOut]
-    send_state: Literal["queued", "sending", "accepted", "retrying", "held", "failed"] | None = (
-        Field(default=None, description="outbound only: where its sending is")
+    send_state: SendState | None = Field(
+        default=None,
+        description="outbound only: where its sending is (paused and cancelled: its campaign's)",
     )
     error: dict[str, Any] | None = Field(
         default=None, description="outbound only: Meta's code, title and details when it failed"
+    )
+    attempts: int = Field(default=0, description="outbound only: Cloud API calls made for it")
+    last_error: dict[str, Any] | None = Field(
+        default=None, description="outbound only: the last retryable failure, while it retries"
+    )
+    retry_due_at: datetime | None = Field(
+        default=None, description="outbound only: when its next attempt is due, while it retries"
+    )
+    held_reason: str | None = Field(
+        default=None, description="outbound only: why it is held (its channel is disconnected)"
+    )
+    possible_duplicate: bool = Field(
+        default=False,
+        description="outbound only: a call's outcome was unknown and it was sent again; the "
+        "customer may have received it twice",
     )
     author: str | None = Field(default=None, description="notes: who wrote it")
     edited: bool = Field(default=False, description="the customer edited it (history kept)")
@@ -202,7 +233,9 @@ class WebhookLogOut(BaseModel):
     status: Literal["received", "processed", "failed"]
     error: ErrorDetail | None
     attempts: int
-    phone_number_ids: list[str]
+    phone_number_ids: list[str] = Field(
+        description="the numbers the body carried changes for (a tenant's admin: their own)"
+    )
     body_bytes: int
     received_at: datetime
     finished_at: datetime | None
@@ -210,3 +243,7 @@ class WebhookLogOut(BaseModel):
 
 class WebhookLogDetail(WebhookLogOut):
     body: str = Field(description="the raw body as received (UTF-8, invalid bytes replaced)")
+    body_filtered: bool = Field(
+        description="the body also carried other tenants' numbers: only the changes of the "
+        "reader's own numbers are shown, re-serialized (a superadmin sees every body whole)"
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
+
+import orjson
 
 from inbox_api.rest.schemas import (
     AgentOut,
@@ -83,6 +86,11 @@ def message(doc: Document) -> MessageOut:
         reactions=reactions,
         send_state=doc.get("send_state"),
         error=doc.get("error"),
+        attempts=doc.get("attempts", 0),
+        last_error=doc.get("last_error"),
+        retry_due_at=doc.get("retry_due_at"),
+        held_reason=doc.get("held_reason"),
+        possible_duplicate=bool(doc.get("possible_duplicate")),
         author=doc.get("author"),
         edited=bool(doc.get("edits")),
         deleted=bool(doc.get("deleted")),
@@ -111,17 +119,51 @@ def token(doc: Document) -> TokenOut:
     )
 
 
-def webhook_log(doc: Document) -> WebhookLogOut:
-    return WebhookLogOut(**_webhook_log_fields(doc))
+# A webhook body may batch the entries of several accounts, so of several tenants. A tenant's
+# admin (``numbers``: their phone_number_ids; ``None``: a superadmin, who sees everything) is
+# shown only their own numbers and, from a body that carried others' too, only the changes
+# of their own numbers.
 
 
-def webhook_log_detail(doc: Document) -> WebhookLogDetail:
-    body = bytes(doc.get("body") or b"").decode("utf-8", "replace")
-    return WebhookLogDetail(**_webhook_log_fields(doc), body=body)
+def webhook_log(doc: Document, numbers: Collection[str] | None) -> WebhookLogOut:
+    return WebhookLogOut(**_webhook_log_fields(doc, numbers))
 
 
-def _webhook_log_fields(doc: Document) -> dict[str, Any]:
+def webhook_log_detail(doc: Document, numbers: Collection[str] | None) -> WebhookLogDetail:
+    fields = _webhook_log_fields(doc, numbers)
+    raw = bytes(doc.get("body") or b"")
+    if numbers is not None and not set(doc.get("phone_number_ids") or []) <= set(numbers):
+        return WebhookLogDetail(**fields, body=_own_changes(raw, numbers), body_filtered=True)
+    return WebhookLogDetail(**fields, body=raw.decode("utf-8", "replace"), body_filtered=False)
+
+
+def _own_changes(raw: bytes, numbers: Collection[str]) -> str:
+    """The body with only the changes of ``numbers`` (re-serialized), or nothing at all when
+    it is not shaped as a webhook (no part of it can be attributed)."""
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("entry"), list):
+        return ""
+    kept = []
+    for entry in envelope["entry"]:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        own = [c for c in changes if _number_of(c) in numbers] if isinstance(changes, list) else []
+        if own:
+            kept.append({**entry, "changes": own})
+    return orjson.dumps({**envelope, "entry": kept}).decode()
+
+
+def _number_of(change: Any) -> Any:
+    value = change.get("value") if isinstance(change, dict) else None
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    return metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+
+
+def _webhook_log_fields(doc: Document, numbers: Collection[str] | None) -> dict[str, Any]:
     error = doc.get("error")
+    shown = doc.get("phone_number_ids") or []
     return {
         "id": str(doc["_id"]),
         "sha256": doc["sha256"],
@@ -129,7 +171,7 @@ def _webhook_log_fields(doc: Document) -> dict[str, Any]:
         "status": doc["status"],
         "error": ErrorDetail.model_validate(error) if error else None,
         "attempts": doc.get("attempts", 0),
-        "phone_number_ids": doc.get("phone_number_ids") or [],
+        "phone_number_ids": [n for n in shown if numbers is None or n in numbers],
         "body_bytes": doc.get("body_bytes", 0),
         "received_at": doc["received_at"],
         "finished_at": doc.get("finished_at"),

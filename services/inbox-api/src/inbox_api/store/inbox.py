@@ -10,6 +10,14 @@ per collection, so a batch of webhooks costs a few round trips, not a few per me
 A conversation's id is its contact's (``inbox_common.store.identities``): fixed when the
 contact is first seen, so messages can name their conversation before it is written, and it
 stays the same when the contact's phone or BSUID changes.
+
+Edits and deletions (Meta's ``edit`` and ``revoke``) change a message rather than add one,
+and may arrive before it. So a message's shown ``content`` is derived inside every write that
+can change it, from what the document holds: the latest of its ``edits`` (kept sorted by
+timestamp, then wamid, one entry per edit wamid) or else its own content, and nothing once
+it is ``deleted`` (which no later write undoes). Its conversation keeps, per changed message,
+the winning :class:`Revision`, so the preview is the right one whichever of the message and
+its changes came last.
 """
 
 from __future__ import annotations
@@ -36,12 +44,28 @@ def _keep_or(field: str, value: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Touch:
-    """One message's effect on its conversation (no ``preview``: a reaction)."""
+    """One message's effect on its conversation (no ``preview``: a reaction, an edit...)."""
 
     wamid: str
     at: datetime
     preview: str | None
     inbound: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """An edit (``by`` its own wamid, at ``at``) or a deletion of message ``wamid``, as its
+    conversation shows it: a deletion beats any edit, then the latest (``at``, ``by``) wins."""
+
+    wamid: str
+    at: datetime
+    by: str
+    preview: str
+    deleted: bool
+
+    @property
+    def rank(self) -> tuple[bool, datetime, str]:
+        return (self.deleted, self.at, self.by)
 
 
 @dataclass(slots=True)
@@ -52,6 +76,7 @@ class _Conversation:
     name: str | None
     username: str | None
     touches: list[Touch]
+    revisions: dict[str, Revision] = field(default_factory=dict)  # the winner per wamid
 
 
 @dataclass(slots=True)
@@ -70,6 +95,8 @@ class Writes:
     messages: list[UpdateOne] = field(default_factory=list)
     # (tenant, wamid, status) of each status in ``messages``: what the live updates announce.
     statuses: list[tuple[str, str, str]] = field(default_factory=list)
+    # Wamids of the messages an edit or a revoke in ``messages`` changed (message.updated).
+    changed: list[str] = field(default_factory=list)
     # Channels a failed status says Meta stopped (131048, 131031): id → (reason, code).
     stopped_channels: dict[ObjectId, tuple[str, int | None]] = field(default_factory=dict)
 
@@ -99,6 +126,7 @@ class Writes:
         name: str | None,
         touch: Touch,
         username: str | None = None,
+        revision: Revision | None = None,
     ) -> ObjectId:
         key = contact.conversation_id
         entry = self.conversations.setdefault(
@@ -108,6 +136,10 @@ class Writes:
         entry.name = name or entry.name
         entry.username = username or entry.username
         entry.touches.append(touch)
+        if revision is not None:
+            held = entry.revisions.get(revision.wamid)
+            if held is None or held.rank < revision.rank:
+                entry.revisions[revision.wamid] = revision
         return key
 
     def show(self, channel: Document, conversation_id: ObjectId, touch: Touch) -> None:
@@ -117,8 +149,10 @@ class Writes:
         )
         entry.touches.append(touch)
 
-    def message(self, channel: Document, doc: Document, *, status: str) -> None:
-        """A message, inserted if new; ``status`` is only its initial one."""
+    def message(
+        self, channel: Document, doc: Document, *, status: str, status_rank: int | None = None
+    ) -> None:
+        """A message, inserted if new; ``status`` (and its rank) is only its initial one."""
         new = {
             **doc,
             "tenant": channel["tenant"],
@@ -126,12 +160,21 @@ class Writes:
             "created_at": datetime.now(UTC),
             "status": status,
         }
-        self.new_messages.append((new, message_op(channel, doc, status=status)))
+        if status_rank is not None:
+            new["status_rank"] = status_rank
+        op = message_op(channel, doc, status=status, status_rank=status_rank)
+        self.new_messages.append((new, op))
 
     def conversation_ops(self) -> list[UpdateOne]:
         return [
             conversation_op(
-                c.channel, c.id, c.contact, name=c.name, username=c.username, touches=c.touches
+                c.channel,
+                c.id,
+                c.contact,
+                name=c.name,
+                username=c.username,
+                touches=c.touches,
+                revisions=list(c.revisions.values()),
             )
             for c in self.conversations.values()
         ]
@@ -145,6 +188,7 @@ def conversation_op(
     name: str | None,
     touches: Sequence[Touch],
     username: str | None = None,
+    revisions: Sequence[Revision] = (),
 ) -> UpdateOne:
     """Create or update ``contact``'s conversation for the messages ``touches``.
 
@@ -155,6 +199,10 @@ def conversation_op(
     wamid), and inbound ones join the unread set. A reaction (no preview) moves only
     ``last_inbound_at``. Inbound events move ``last_inbound_at``, which opens the 24-hour
     customer service window.
+
+    ``revisions`` (edits and deletions) are kept, the winner per message, while their message
+    is the last one or could still become it; the last message's revision, if any, gives the
+    preview, and a deleted message leaves the unread set.
     """
     visible = [t for t in touches if t.preview is not None]
     newest = max(visible, key=lambda t: (t.at, t.wamid)) if visible else None
@@ -184,31 +232,214 @@ def conversation_op(
         second["last_message_preview"] = {
             "$cond": ["$_newer", lit(newest.preview), "$last_message_preview"]
         }
-    if unread:
-        second["unread_wamids"] = {"$setUnion": ["$unread_wamids", lit(unread)]}
+    if unread or revisions:
+        deleted = {
+            "$map": {
+                "input": {"$filter": {"input": _REVISIONS, "cond": "$$this.deleted"}},
+                "in": "$$this.wamid",
+            }
+        }
+        joined = {"$setUnion": ["$unread_wamids", lit(unread)]}
+        second["unread_wamids"] = {"$setDifference": [joined, deleted]}
     if inbound_at is not None:
         second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(inbound_at)]}
     stages: list[dict[str, Any]] = [
         {"$set": first},
+        *({"$set": {"revisions": _revised(r)}} for r in revisions),
         *([{"$set": second}] if second else []),
+        *([_REVISED_PREVIEW] if newest is not None or revisions else []),
         {"$unset": "_newer"},
     ]
     return UpdateOne({"_id": conversation}, stages, upsert=True)
 
 
-def message_op(channel: Document, doc: Document, *, status: str) -> UpdateOne:
-    """Insert a message once per wamid; fills a placeholder left by an early status.
+_REVISIONS = {"$ifNull": ["$revisions", []]}
 
-    ``status`` is only the initial one: a status that arrived first is kept, never moved back.
-    """
-    return UpdateOne(
-        {"wamid": doc["wamid"]},
-        {
-            "$set": {**doc, "tenant": channel["tenant"], "channel_id": channel["_id"]},
-            "$setOnInsert": {"created_at": datetime.now(UTC), "status": status},
+
+def _revised(revision: Revision) -> dict[str, Any]:
+    """The conversation's revisions with ``revision`` in, if it beats the one held for its
+    message (one per message, sorted by wamid, so every arrival order leaves the same list)."""
+    new = {
+        "wamid": revision.wamid,
+        "at": revision.at,
+        "by": revision.by,
+        "preview": revision.preview,
+        "deleted": revision.deleted,
+    }
+    held = {
+        "$arrayElemAt": [
+            {
+                "$filter": {
+                    "input": _REVISIONS,
+                    "cond": {"$eq": ["$$this.wamid", lit(revision.wamid)]},
+                }
+            },
+            0,
+        ]
+    }
+    same_kind = {"$eq": ["$$held.deleted", lit(revision.deleted)]}
+    later = {
+        "$or": [
+            {"$lt": ["$$held.at", lit(revision.at)]},
+            {
+                "$and": [
+                    {"$eq": ["$$held.at", lit(revision.at)]},
+                    {"$lt": ["$$held.by", lit(revision.by)]},
+                ]
+            },
+        ]
+    }
+    wins = {
+        "$or": [
+            {"$eq": [{"$ifNull": ["$$held", None]}, None]},
+            {"$and": [lit(revision.deleted), {"$ne": ["$$held.deleted", True]}]},
+            {"$and": [same_kind, later]},
+        ]
+    }
+    others = {
+        "$filter": {"input": _REVISIONS, "cond": {"$ne": ["$$this.wamid", lit(revision.wamid)]}}
+    }
+    replaced = {
+        "$sortArray": {"input": {"$concatArrays": [others, [lit(new)]]}, "sortBy": {"wamid": 1}}
+    }
+    return {"$let": {"vars": {"held": held}, "in": {"$cond": [wins, replaced, _REVISIONS]}}}
+
+
+# The last message's revision gives the preview. Revisions are dropped once their message can
+# no longer become the last one: a message is never newer than its own edit or deletion.
+_REVISED_PREVIEW: dict[str, Any] = {
+    "$set": {
+        "last_message_preview": {
+            "$let": {
+                "vars": {
+                    "last": {
+                        "$arrayElemAt": [
+                            {
+                                "$filter": {
+                                    "input": _REVISIONS,
+                                    "cond": {"$eq": ["$$this.wamid", "$last_message_wamid"]},
+                                }
+                            },
+                            0,
+                        ]
+                    }
+                },
+                "in": {
+                    "$cond": [
+                        {"$eq": [{"$ifNull": ["$$last", None]}, None]},
+                        "$last_message_preview",
+                        "$$last.preview",
+                    ]
+                },
+            }
         },
-        upsert=True,
+        "revisions": {
+            "$cond": [
+                {"$isArray": "$revisions"},
+                {
+                    "$filter": {
+                        "input": "$revisions",
+                        "cond": {
+                            "$or": [
+                                {"$eq": ["$$this.wamid", "$last_message_wamid"]},
+                                {"$gte": ["$$this.at", "$last_message_at"]},
+                            ]
+                        },
+                    }
+                },
+                "$revisions",
+            ]
+        },
+    }
+}
+
+
+def message_op(
+    channel: Document, doc: Document, *, status: str, status_rank: int | None = None
+) -> UpdateOne:
+    """Insert a message once per wamid; fills a placeholder left by an early status,
+    reaction, edit or revoke.
+
+    ``status`` (and ``status_rank``) is only the initial one: a status that arrived first is
+    kept, never moved back. ``content`` is shown only while no edit replaced it and the
+    message is not deleted.
+    """
+    update: dict[str, Any] = {k: lit(v) for k, v in doc.items() if k != "content"}
+    update.update(
+        tenant=lit(channel["tenant"]),
+        channel_id=lit(channel["_id"]),
+        created_at=_keep_or("created_at", datetime.now(UTC)),
+        status=_keep_or("status", status),
     )
+    if status_rank is not None:
+        update["status_rank"] = _keep_or("status_rank", status_rank)
+    if "content" in doc:
+        edited = {"$gt": [{"$size": {"$ifNull": ["$edits", []]}}, 0]}
+        update["content"] = {"$cond": [edited, _LATEST_EDIT_CONTENT, lit(doc["content"])]}
+    return UpdateOne({"wamid": doc["wamid"]}, [{"$set": update}, _DELETED_WINS], upsert=True)
+
+
+def edit_op(
+    channel: Document, target_wamid: str, *, wamid: str, type_: str, content: Any, at: datetime
+) -> UpdateOne:
+    """Record edit ``wamid`` of the target message (once per edit wamid) and show the latest
+    edit's content, whatever the arrival order; a placeholder if the target is not stored yet
+    (the message fills it and still shows the edit)."""
+    edits = {"$ifNull": ["$edits", []]}
+    entry = {"wamid": wamid, "type": type_, "content": content, "timestamp": at}
+    seen = {"$in": [lit(wamid), {"$map": {"input": edits, "in": "$$this.wamid"}}]}
+    added = {
+        "$sortArray": {
+            "input": {"$concatArrays": [edits, [lit(entry)]]},
+            "sortBy": {"timestamp": 1, "wamid": 1},
+        }
+    }
+    update = {
+        "tenant": _keep_or("tenant", channel["tenant"]),
+        "channel_id": _keep_or("channel_id", channel["_id"]),
+        "edits": {"$cond": [seen, edits, added]},
+    }
+    stages = [{"$set": update}, {"$set": {"content": _LATEST_EDIT_CONTENT}}, _DELETED_WINS]
+    return UpdateOne({"wamid": target_wamid}, stages, upsert=True)
+
+
+def revoke_op(channel: Document, target_wamid: str, *, at: datetime) -> UpdateOne:
+    """Mark the target message deleted (at the earliest revoke's time); a placeholder if it
+    is not stored yet, which the message fills and stays deleted."""
+    update = {
+        "tenant": _keep_or("tenant", channel["tenant"]),
+        "channel_id": _keep_or("channel_id", channel["_id"]),
+        "deleted": lit(True),
+        "deleted_at": {"$min": ["$deleted_at", lit(at)]},
+    }
+    return UpdateOne({"wamid": target_wamid}, [{"$set": update}, _DELETED_WINS], upsert=True)
+
+
+# ``edits`` is sorted by (timestamp, wamid): the last entry is the latest edit.
+_LATEST_EDIT_CONTENT = {
+    "$let": {"vars": {"latest": {"$arrayElemAt": ["$edits", -1]}}, "in": "$$latest.content"}
+}
+_DELETED = {"$eq": ["$deleted", True]}
+# The customer deleted it: nothing of what it said is shown or kept here, its edits included
+# (the raw webhook bodies stay in the ledger, for its retention, like every other body).
+_DELETED_WINS: dict[str, Any] = {
+    "$set": {
+        "content": {"$cond": [_DELETED, lit({}), "$content"]},
+        "edits": {
+            "$cond": [
+                {"$and": [_DELETED, {"$isArray": "$edits"}]},
+                {
+                    "$map": {
+                        "input": "$edits",
+                        "in": {"wamid": "$$this.wamid", "type": "$$this.type",
+                               "timestamp": "$$this.timestamp"},
+                    }
+                },
+                "$edits",
+            ]
+        },
+    }
+}  # fmt: skip
 
 
 def status_op(

@@ -35,6 +35,9 @@ ACCEPTED = "accepted"
 RETRYING = "retrying"
 HELD = "held"
 FAILED = "failed"
+# A campaign's message whose campaign was paused (its resume queues it again) or cancelled.
+PAUSED = "paused"
+CANCELLED = "cancelled"
 LOCAL = "local:"
 CALLBACK = "inbox:"
 
@@ -139,10 +142,20 @@ class Outbound:
             ],
         )
 
-    async def retrying(self, message_id: ObjectId, *, tier: str, error: dict[str, Any]) -> None:
+    async def retrying(
+        self, message_id: ObjectId, *, tier: str, due_at: datetime, error: dict[str, Any]
+    ) -> None:
+        """A retryable failure: the message waits in ``tier`` until ``due_at``."""
         await self._messages.update_one(
             {"_id": message_id, "send_state": SENDING},
-            {"$set": {"send_state": RETRYING, "next_tier": tier, "last_error": error}},
+            {
+                "$set": {
+                    "send_state": RETRYING,
+                    "next_tier": tier,
+                    "retry_due_at": due_at,
+                    "last_error": error,
+                }
+            },
         )
 
     async def still_sending(self, message_id: ObjectId, *, error: dict[str, Any]) -> None:
@@ -187,3 +200,38 @@ class Outbound:
         """The messages held for a channel (to send again once it reconnects)."""
         docs = self._messages.find({"channel_id": channel_id, "send_state": HELD}, {"_id": 1})
         return [doc["_id"] async for doc in docs]
+
+    async def cancel(self, message_id: ObjectId) -> bool:
+        """Its campaign was cancelled: a message that has not reached Meta (``queued``,
+        ``retrying``, ``held`` or ``paused``) is ``cancelled``, and so is its status. False
+        when it is in another state (being sent, or done)."""
+        result = await self._messages.update_one(
+            {"_id": message_id, "send_state": {"$in": [QUEUED, RETRYING, HELD, PAUSED]}},
+            {"$set": {"send_state": CANCELLED, "status": "cancelled"}},
+        )
+        return bool(result.matched_count)
+
+    async def pause(self, message_id: ObjectId) -> bool:
+        """Its campaign was paused: a message that has not reached Meta waits as ``paused``
+        until the campaign's resume queues it again. False when it is in another state."""
+        result = await self._messages.update_one(
+            {"_id": message_id, "send_state": {"$in": [QUEUED, RETRYING, HELD, PAUSED]}},
+            {"$set": {"send_state": PAUSED}},
+        )
+        return bool(result.matched_count)
+
+    async def retry_dropped(self, message_id: ObjectId, *, reason: str) -> None:
+        """The retry-worker dropped a due job of the message: why, and when."""
+        await self._messages.update_one(
+            {"_id": message_id},
+            {"$set": {"retry_dropped": {"reason": reason, "at": datetime.now(UTC)}}},
+        )
+
+    async def next_retry_due(self) -> datetime | None:
+        """The earliest ``retry_due_at`` of the messages waiting in a delay tier."""
+        doc = await self._messages.find_one(
+            {"send_state": RETRYING, "retry_due_at": {"$exists": True}},
+            {"retry_due_at": 1},
+            sort=[("send_state", 1), ("retry_due_at", 1)],
+        )
+        return None if doc is None else doc.get("retry_due_at")

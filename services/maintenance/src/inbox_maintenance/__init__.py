@@ -1,0 +1,1 @@
+"""maintenance: scheduled housekeeping and alert evaluation (see ``inbox_maintenance.app``)."""

@@ -1,0 +1,1 @@
+"""The maintenance tasks, one module each; ``context`` holds what they share."""
