@@ -17,13 +17,14 @@ PYTEST := $(UV_RUN) pytest -n $(PYTEST_WORKERS) --dist loadgroup
 # CI=true (from the environment or `make test CI=true`) reaches the tools unchanged;
 # nothing behaves differently under it yet.
 
-.PHONY: help bootstrap run test test-fast lint fmt bench clean
+.PHONY: help bootstrap run test test-fast lint lint-deploy fmt bench clean
 
 help:
 	@echo "make run     start the local stack (SecantusDB unless MONGODB_URL is set, the services)"
 	@echo "make test    lint, type-check and run the whole suite (PYTEST_ARGS='-k foo' to narrow)"
 	@echo "make test-fast  the suite without the fault and hostile-input suites (a quick loop)"
 	@echo "make lint    ruff check, ruff format --check, mypy"
+	@echo "make lint-deploy  the offline checks of deploy/ and docker-compose.yml (deploy/lint.sh)"
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make bench   run the benchmarks (python -m inbox_testkit.bench.run)"
 	@echo "make clean   remove .venv, .run and the tool caches"
@@ -36,7 +37,7 @@ bootstrap:
 run: bootstrap
 	exec .venv/bin/inbox-ops dev
 
-test: bootstrap lint
+test: bootstrap lint lint-deploy
 	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: bootstrap
@@ -46,6 +47,12 @@ lint: bootstrap
 	$(UV_RUN) ruff check .
 	$(UV_RUN) ruff format --check .
 	$(UV_RUN) mypy
+
+# hadolint, the Compose Specification schema, caddy validate, kubernetes-validate and the CRD
+# schemas on deploy/k8s/rendered, promtool (config, rules, rule unit tests), and the
+# cross-checks of tests/deploy that need no server.
+lint-deploy: bootstrap
+	deploy/lint.sh
 
 fmt: bootstrap
 	$(UV_RUN) ruff format .

@@ -10,6 +10,10 @@
 #   local broker      scripts/ensure-rabbitmq.sh        (skipped when RABBITMQ_URL is set)
 #   wrk               apt-get install wrk, only with --bench or BOOTSTRAP_BENCH=1 (make bench):
 #                     the benchmark's HTTP load generator
+#   promtool, prometheus, caddy
+#                     the binaries of Debian's prometheus and caddy packages, extracted into
+#                     .tools/bin (apt-get download + dpkg-deb -x: no daemon is installed or
+#                     started): make lint-deploy and tests/deploy
 set -euo pipefail
 
 bench=${BOOTSTRAP_BENCH:-0}
@@ -90,6 +94,36 @@ ensure_wrk() {
     command -v wrk >/dev/null || die "wrk was installed but is not on PATH"
 }
 
+# Debian's prometheus and caddy are single static binaries; taking them out of the .deb
+# keeps the machine free of a system Prometheus listening on :9090.
+ensure_deb_binaries() {
+    local package=$1
+    shift
+    local missing=false binary
+    for binary in "$@"; do
+        [[ -x .tools/bin/$binary ]] || command -v "$binary" >/dev/null || missing=true
+    done
+    $missing || return 0
+    command -v apt-get >/dev/null || die "cannot install $package here: no apt-get; install $* by hand"
+    say "installing $* (from Debian's $package package, into .tools/bin)"
+    local work
+    work=$(mktemp -d)
+    if ! (cd "$work" && apt-get download -qq "$package" >/dev/null 2>&1); then
+        if ! $apt_updated; then
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            apt_updated=true
+        fi
+        (cd "$work" && apt-get download -qq "$package" >/dev/null) ||
+            die "apt-get download $package failed"
+    fi
+    dpkg-deb -x "$work"/"$package"_*.deb "$work/root"
+    mkdir -p .tools/bin
+    for binary in "$@"; do
+        install -m 755 "$work/root/usr/bin/$binary" ".tools/bin/$binary"
+    done
+    rm -rf "$work"
+}
+
 sync_venv() {
     if [[ ! -f uv.lock ]]; then
         say "creating uv.lock and syncing .venv (uv sync)"
@@ -108,6 +142,8 @@ fi
 if [[ $bench == 1 ]]; then
     ensure_wrk
 fi
+ensure_deb_binaries prometheus prometheus promtool
+ensure_deb_binaries caddy caddy
 sync_venv
 if [[ -z ${RABBITMQ_URL:-} ]]; then
     "$root/scripts/ensure-rabbitmq.sh"
