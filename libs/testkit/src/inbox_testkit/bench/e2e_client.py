@@ -54,6 +54,7 @@ def summary(values: list[float]) -> dict[str, float]:
         "count": len(ordered),
         "p50": percentile(ordered, 50) * 1e3,
         "p90": percentile(ordered, 90) * 1e3,
+        "p95": percentile(ordered, 95) * 1e3,
         "p99": percentile(ordered, 99) * 1e3,
         "max": (ordered[-1] if ordered else 0.0) * 1e3,
         "mean": (sum(ordered) / len(ordered) if ordered else 0.0) * 1e3,

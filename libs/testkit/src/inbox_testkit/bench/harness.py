@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 JSON_MARK = "BENCH_JSON "
 WEBHOOK_PATH = "/webhooks/whatsapp"
+# How long a service of the send and live groups may take to answer its health check: it
+# connects to the broker and the store first, which takes a while on a busy machine.
+STARTUP_SECONDS = 90.0
 
 
 class BenchError(RuntimeError):
@@ -274,6 +278,12 @@ def run_child(
 # -- broker --------------------------------------------------------------------------------
 
 
+def number_queues(names: Names, phone_number_id: str) -> list[str]:
+    """The send queue inbox-api declares for a channel's number, and its dead-letter queue."""
+    queue = names.number_queue(phone_number_id)
+    return [queue, names.dead_letter_queue(queue)]
+
+
 def count_queue(names: Names) -> str:
     return f"{names.namespace}.bench.count"
 
@@ -310,13 +320,14 @@ async def queue_counts(url: str, names: Names) -> dict[str, int]:
     return counts
 
 
-async def delete_namespace(url: str, names: Names) -> list[str]:
-    """Delete every queue and exchange of ``names``; returns what could not be deleted."""
+async def delete_namespace(url: str, names: Names, extra: Sequence[str] = ()) -> list[str]:
+    """Delete every queue and exchange of ``names`` and the queues ``extra``; returns what
+    could not be deleted."""
     failed: list[str] = []
     spec = everything(names)
     connection = await aio_pika.connect(url, timeout=10)
     async with connection:
-        for queue in (count_queue(names), *(q.name for q in spec.queues)):
+        for queue in (count_queue(names), *(q.name for q in spec.queues), *extra):
             try:
                 channel = await connection.channel()
                 await channel.queue_delete(queue)
@@ -333,9 +344,48 @@ async def delete_namespace(url: str, names: Names) -> list[str]:
     return failed
 
 
-def cleanup_namespace(url: str, names: Names) -> None:
+class QueueWatch:
+    """The ready count of some queues, sampled every second in a thread (the backlogs); a
+    queue that does not exist (yet) reads -1."""
+
+    def __init__(self, url: str, queues: Sequence[str]) -> None:
+        self._url = url
+        self._queues = list(queues)
+        self._stop = threading.Event()
+        self.samples: dict[str, list[int]] = {queue: [] for queue in self._queues}
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        connection = await aio_pika.connect(self._url)
+        async with connection:
+            while not self._stop.is_set():
+                for queue in self._queues:
+                    channel = await connection.channel()
+                    try:
+                        declared = await channel.declare_queue(queue, passive=True)
+                        count = declared.declaration_result.message_count or 0
+                    except aio_pika.exceptions.ChannelClosed:
+                        count = -1
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await channel.close()
+                    self.samples[queue].append(count)
+                await asyncio.sleep(1.0)
+
+    def __enter__(self) -> QueueWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def cleanup_namespace(url: str, names: Names, extra: Sequence[str] = ()) -> None:
+    """Delete the run's broker objects of ``names`` (and the queues ``extra``: those made at
+    run time, such as a channel's send queue, which ``everything`` does not list)."""
     try:
-        failed = asyncio.run(delete_namespace(url, names))
+        failed = asyncio.run(delete_namespace(url, names, extra))
     except Exception as exc:
         failed = [str(exc)]
     for line in failed:

@@ -50,6 +50,7 @@ from inbox_testkit.bench.harness import (
     Store,
     cleanup_namespace,
     metric_values,
+    number_queues,
     queue_counts,
     run_child,
     start_profile,
@@ -274,7 +275,7 @@ def drain(
         left = asyncio.run(queue_counts(args.rabbitmq_url, names)).get(names.webhooks_queue, -1)
     finally:
         ctx.processes.stop_named("inbox-api")
-        cleanup_namespace(args.rabbitmq_url, names)
+        cleanup_namespace(args.rabbitmq_url, names, number_queues(names, PHONE_NUMBER_ID))
         drop_database(store.url, db_name)
     expected = {
         "ledger_processed": queued.events,

@@ -24,11 +24,9 @@ import asyncio
 import os
 import secrets
 import sys
-import threading
 import time
 from typing import Any
 
-import aio_pika
 import pymongo
 
 from inbox_common.broker.topology import Names
@@ -38,9 +36,11 @@ from inbox_common.store.schema import WEBHOOK_EVENTS
 from inbox_common.tokens import Role, create_token
 from inbox_testkit.bench.harness import (
     WEBHOOK_PATH,
+    QueueWatch,
     cleanup_namespace,
     count_queue,
     declare_count_queue,
+    number_queues,
     pinned,
     queue_counts,
     run_child,
@@ -79,34 +79,6 @@ def ledger_processed(url: str) -> int:
         return client[DB_NAME][WEBHOOK_EVENTS].count_documents({"status": "processed"})
     finally:
         client.close()
-
-
-class QueueWatch:
-    """The ready count of the webhook queue, sampled every second in a thread (the backlog)."""
-
-    def __init__(self, url: str, names: Names) -> None:
-        self._url = url
-        self._names = names
-        self._stop = threading.Event()
-        self.samples: list[int] = []
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        connection = await aio_pika.connect(self._url)
-        async with connection:
-            channel = await connection.channel()
-            while not self._stop.is_set():
-                queue = await channel.declare_queue(self._names.webhooks_queue, passive=True)
-                self.samples.append(queue.declaration_result.message_count or 0)
-                await asyncio.sleep(1.0)
-
-    def __enter__(self) -> QueueWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def offered_rate(ctx: Context) -> tuple[float, str]:
@@ -198,7 +170,7 @@ def case_e2e(ctx: Context) -> dict[str, Any]:
         ]
         print(f"  offering {rate:g}/s ({rate_source}) for {args.p3_duration:g}s ...", flush=True)
         try:
-            with QueueWatch(args.rabbitmq_url, names) as backlog:
+            with QueueWatch(args.rabbitmq_url, [names.webhooks_queue]) as backlog:
                 result = run_child(
                     pinned(cmd, ctx.cores.load),
                     "e2e_client",
@@ -206,8 +178,9 @@ def case_e2e(ctx: Context) -> dict[str, Any]:
                     cpu=ctx.cores.load,
                     env=env,
                 )
-            result["queue_ready_max"] = max(backlog.samples, default=0)
-            result["queue_ready_by_s"] = backlog.samples
+            samples = backlog.samples[names.webhooks_queue]
+            result["queue_ready_max"] = max(samples, default=0)
+            result["queue_ready_by_s"] = samples
         finally:
             for profile in profiles:
                 stop_profile(profile)
@@ -224,7 +197,7 @@ def case_e2e(ctx: Context) -> dict[str, Any]:
         ingest.check_alive()
     finally:
         ctx.processes.stop_named("webhook-ingest", "inbox-api", "secantusdb")
-        cleanup_namespace(args.rabbitmq_url, names)
+        cleanup_namespace(args.rabbitmq_url, names, number_queues(names, PHONE_NUMBER_ID))
     return {
         "result": result,
         "rate_source": rate_source,

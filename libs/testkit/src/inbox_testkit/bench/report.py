@@ -9,14 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 from inbox_testkit.bench import p1
+from inbox_testkit.bench.layout import cpu_text, mark, render
+from inbox_testkit.bench.live import TARGET_LIVE_P99_MS, TARGET_LIVE_RSS_MB
 from inbox_testkit.bench.p1 import TARGET_BARE_RATIO, TARGET_P99_MS, TARGET_PEER_RATIO
 from inbox_testkit.bench.p2 import TARGET_RATIO as TARGET_CONSUME_RATIO
 from inbox_testkit.bench.p3 import TARGET_P99_MS as TARGET_E2E_P99_MS
+from inbox_testkit.bench.report_agents import live_table, send_table
+from inbox_testkit.bench.send import TARGET_SANDBOX_P99_MS, TARGET_SENT_P99_MS
 
-CASES = (*p1.CASES, "consume", "e2e")
-GROUPS = {"p1": p1.CASES, "p2": ("consume",), "p3": ("e2e",), "p5": ()}
-SERVICES = ("webhook-ingest", "inbox-api")
+CASES = (*p1.CASES, "consume", "e2e", "send", "live")
+GROUPS = {
+    "p1": p1.CASES,
+    "p2": ("consume",),
+    "p3": ("e2e",),
+    "send": ("send",),
+    "live": ("live",),
+    "p5": (),
+}
+SERVICES = ("webhook-ingest", "inbox-api", "inbox-api A")
 TARGET_RSS_MB = 100.0
+# inbox-api B holds the live group's WebSocket clients.
+RSS_TARGETS = {**dict.fromkeys(SERVICES, TARGET_RSS_MB), "inbox-api B": TARGET_LIVE_RSS_MB}
 # P1 cases whose requests go through the broker: its CPU is part of what a request costs.
 PUBLISHING = ("ingest", "raw", "raw1")
 NOT_SERVER = ("wrk", "rabbitmq", "load generator")
@@ -29,6 +42,8 @@ LABELS = {
     "pywa": "(c) pywa + FastAPI + uvicorn",
     "consume": "P2 consume",
     "e2e": "P3 end to end",
+    "send": "Send (inbox-api -> sandbox)",
+    "live": "Live (A -> B's WebSocket clients)",
 }
 SHAPE_LABELS = {"batched": "micro-batched", "single": "one-body"}
 CONSUMER_LABELS = {"inbox-api": "inbox-api", "minimal": "minimal consumer"}
@@ -41,6 +56,10 @@ def targets() -> dict[str, str]:
         "ingest/pywa": f">= {TARGET_PEER_RATIO}",
         "consume inbox-api/minimal, each backlog": f">= {TARGET_CONSUME_RATIO}",
         "e2e visible p99 ms": f"<= {TARGET_E2E_P99_MS}",
+        "send POST -> sandbox p99 ms": f"<= {TARGET_SANDBOX_P99_MS}",
+        "send POST -> status sent visible p99 ms": f"<= {TARGET_SENT_P99_MS}",
+        "live change -> event p99 ms": f"<= {TARGET_LIVE_P99_MS}",
+        "live inbox-api B rss mb with the clients": f"<= {TARGET_LIVE_RSS_MB}",
         "peak rss mb (each service)": f"<= {TARGET_RSS_MB}",
     }
 
@@ -57,35 +76,6 @@ def rate(case: dict[str, Any]) -> float:
 def errors(case: dict[str, Any]) -> int:
     result = case["result"]
     return int(result["bad_status"]) + sum(int(v) for v in result["socket_errors"].values())
-
-
-def render(rows: list[tuple[str, ...]], left: tuple[int, ...] = (0,)) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for i, row in enumerate(rows):
-        cells = [
-            cell.ljust(widths[j]) if j in left or j == len(row) - 1 else cell.rjust(widths[j])
-            for j, cell in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
-
-
-def mark(good: bool, yes: str = "meets", no: str = "MISSES") -> str:
-    return yes if good else no
-
-
-def cpu_text(used: dict[str, dict[str, float]]) -> str:
-    return (
-        ", ".join(
-            f"{who} run {value['run']:.2f}"
-            + (f" wait {value['wait']:.2f}" if "wait" in value else "")
-            for who, value in used.items()
-        )
-        or "-"
-    )
 
 
 # -- P1 ------------------------------------------------------------------------------------
@@ -438,17 +428,21 @@ def p5_table(report: dict[str, Any]) -> list[str]:
             ]
             cells.append(f"{max(peaks):.1f}" if peaks else "-")
         peak = max(m["peak_rss_mb"] for m in memory if m["process"] == process)
-        target = (
-            f"<= {TARGET_RSS_MB:g}: {mark(peak <= TARGET_RSS_MB)}"
-            if process in SERVICES
-            else "(not ours)"
-        )
+        limit = RSS_TARGETS.get(process)
+        target = f"<= {limit:g}: {mark(peak <= limit)}" if limit else "(no target)"
         rows.append((process, *cells, f"{peak:.1f}", target))
     return ["P5 memory: peak RSS (VmHWM) per process and case, MiB", *render(rows)]
 
 
 def table(report: dict[str, Any]) -> str:
-    parts = [p1_table(report), p2_table(report), p3_table(report), p5_table(report)]
+    parts = [
+        p1_table(report),
+        p2_table(report),
+        p3_table(report),
+        send_table(report),
+        live_table(report),
+        p5_table(report),
+    ]
     return "\n\n".join("\n".join(p) for p in parts if p)
 
 
@@ -469,6 +463,10 @@ def compute_ratios(report: dict[str, Any]) -> None:
     if ok(cases, "consume"):
         for shape, value in cases["consume"]["ratios"].items():
             ratios[f"consume inbox-api/minimal {shape}"] = value
+    for name in ("send", "live"):
+        if ok(cases, name):
+            for pct, value in cases[name]["ratios"].items():
+                ratios[f"{name} {pct} / baseline"] = value
     services: dict[str, float] = {}
     for entry in report["memory"]:
         name = entry["process"]

@@ -10,7 +10,13 @@ P2 consume   the same events queued as micro-batches and as one body per message
              ceiling) on the same store; insert_many as a reference.
 P3 e2e       a steady offered rate (half of inbox-api's P2 rate on the one-body backlog) for
              60 s; latency from the POST until GET /api/conversations/{id}/messages lists it.
-P5 memory    the peak resident set of every process started for P1-P3.
+send         agents' texts through inbox-api to the whatsapp-sandbox at a steady rate: POST ->
+             the sandbox has it, POST -> status "sent" through REST; the same texts POSTed
+             straight to a sandbox as the baseline.
+live         changes on one inbox-api replica, as events on another replica's 500 WebSocket
+             clients; a bare aiohttp fan-out server fed the same way as the baseline; the
+             replica's memory with the clients.
+P5 memory    the peak resident set of every process started for the groups above.
 
 The machine is small and noisy, so the report is ratios of cases measured in the same run,
 never an absolute pass/fail; the targets are printed next to them (report.py). Every process
@@ -44,6 +50,7 @@ from inbox_ingest.service import MAX_BATCH_BODIES
 from inbox_testkit.backends import REPO_ROOT
 from inbox_testkit.bench import bodies
 from inbox_testkit.bench.harness import RESULTS_DIR, Processes, pick_cores
+from inbox_testkit.bench.live import case_live
 from inbox_testkit.bench.p1 import RUNNERS as P1_RUNNERS
 from inbox_testkit.bench.p1 import Context
 from inbox_testkit.bench.p2 import case_consume
@@ -59,11 +66,14 @@ from inbox_testkit.bench.report import (
     table,
     targets,
 )
+from inbox_testkit.bench.send import case_send
 
 RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     **P1_RUNNERS,
     "consume": case_consume,
     "e2e": case_e2e,
+    "send": case_send,
+    "live": case_live,
 }
 WRK_INSTALL = "scripts/bootstrap.sh --bench   (as root: Debian's wrk package; make bench does it)"
 P1_DURATION = 10
@@ -123,10 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default="p1,p2,p3",
+        default="p1,p2,p3,send,live",
         help="comma-separated groups or cases: p1 (= ingest,bare,raw,raw1,pywa), p2 (= "
-        "consume), p3 (= e2e); P5 (memory) is measured during whatever runs (default: "
-        "p1,p2,p3)",
+        "consume), p3 (= e2e), send, live; P5 (memory) is measured during whatever runs "
+        "(default: p1,p2,p3,send,live)",
     )
     parser.add_argument(
         "--duration",
@@ -195,6 +205,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--poll-interval-ms", type=float, default=10.0, help="P3: GET interval while waiting"
     )
+    parser.add_argument("--send-rate", type=float, default=50.0, help="send: texts a second")
+    parser.add_argument("--send-duration", type=int, default=30, help="send: measured seconds")
+    parser.add_argument(
+        "--send-contacts", type=int, default=5, help="send: conversations the texts go to"
+    )
+    parser.add_argument(
+        "--send-tracked",
+        type=int,
+        default=1,
+        help="send: conversations whose texts are polled until sent (each poller adds up to "
+        "100 GETs a second, two store queries each, to the store the sends need)",
+    )
+    parser.add_argument(
+        "--live-clients", type=int, default=500, help="live: WebSocket clients on replica B"
+    )
+    parser.add_argument("--live-rate", type=float, default=20.0, help="live: changes a second")
+    parser.add_argument("--live-duration", type=int, default=20, help="live: measured seconds")
+    parser.add_argument(
+        "--live-conversations", type=int, default=10, help="live: conversations changed"
+    )
     parser.add_argument(
         "--rabbitmq-url",
         default=os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"),
@@ -224,7 +254,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         elif item in CASES:
             wanted.add(item)
         else:
-            parser.error(f"--only: unknown {item!r}; use p1,p2,p3 or of {','.join(CASES)}")
+            parser.error(
+                f"--only: unknown {item!r}; use p1,p2,p3,send,live or of {','.join(CASES)}"
+            )
     if not wanted:
         parser.error("--only selects no case")
     args.only = [c for c in CASES if c in wanted]
@@ -238,6 +270,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--contacts, --per-contact >= 1; 1 <= --p3-tracked <= --p3-contacts")
     if args.p2_minimal_in_flight < 1 or args.p2_rounds < 1:
         parser.error("--p2-minimal-in-flight >= 1, --p2-rounds >= 1")
+    if args.send_rate <= 0 or args.send_duration < 1 or args.live_rate <= 0:
+        parser.error("--send-rate, --live-rate > 0; --send-duration >= 1")
+    if not 0 <= args.send_tracked <= args.send_contacts or args.live_duration < 1:
+        parser.error("0 <= --send-tracked <= --send-contacts; --live-duration >= 1")
+    if args.live_clients < 1 or args.live_conversations < 1:
+        parser.error("--live-clients, --live-conversations >= 1")
     if not 2 <= args.p2_batch <= MAX_BATCH_BODIES:
         parser.error(f"2 <= --p2-batch <= {MAX_BATCH_BODIES} (the ingest batches no more)")
     return args
@@ -323,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"bench {run_id}: cases {','.join(args.only)}; P1 {args.warmup}s warm-up + "
         f"{args.duration}s each on {args.connections} connections ({generator_label}); "
-        f"P2 backlog {args.contacts * args.per_contact}; P3 {args.p3_duration}s"
+        f"P2 backlog {args.contacts * args.per_contact}; P3 {args.p3_duration}s; send "
+        f"{args.send_rate:g}/s for {args.send_duration}s; live {args.live_clients} clients, "
+        f"{args.live_rate:g} changes/s for {args.live_duration}s"
     )
     print(f"cores: {cores.describe()}")
     report: dict[str, Any] = {
@@ -344,6 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "p2_rounds": args.p2_rounds,
             "p2_minimal_in_flight": args.p2_minimal_in_flight,
             "rate": args.rate,
+            "send_rate": args.send_rate,
+            "send_duration": args.send_duration,
+            "send_contacts": args.send_contacts,
+            "send_tracked": args.send_tracked,
+            "live_clients": args.live_clients,
+            "live_rate": args.live_rate,
+            "live_duration": args.live_duration,
+            "live_conversations": args.live_conversations,
         },
         "machine": machine_info(),
         "cores": {"server": cores.server, "load": cores.load, "described": cores.describe()},
