@@ -219,6 +219,33 @@ async def test_a_missing_exchange_fails_and_the_publisher_recovers(
     assert message.body == b"after"
 
 
+async def test_a_publish_during_the_services_broker_setup_waits_for_the_channel(
+    broker: Broker, names: Names, work_queue: AbstractQueue
+) -> None:
+    """Connected, confirm channel not open yet (a service's first moments): it waits."""
+    publisher = ConfirmedPublisher(broker, timeout=5)
+    publishing = asyncio.create_task(publish(publisher, names, b"early"))
+    await asyncio.sleep(0.2)
+    assert not publishing.done()
+
+    await publisher.start()
+
+    await asyncio.wait_for(publishing, 5)
+    message = await work_queue.get(timeout=5)
+    await message.ack()
+    assert message.body == b"early"
+
+
+async def test_a_publisher_never_started_fails_after_its_timeout(broker: Broker) -> None:
+    publisher = ConfirmedPublisher(broker, timeout=0.2)
+
+    with pytest.raises(PublishFailedError) as caught:
+        await publisher.publish("x.webhooks", WEBHOOK_ROUTING_KEY, b"body")
+
+    assert caught.value.reason == "broker_unavailable"
+    assert "was not open within 0.2s" in str(caught.value)
+
+
 async def test_an_unreachable_broker_fails_fast_and_reports_down() -> None:
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     async with broker_connection(url, name="unreachable") as broker:

@@ -10,6 +10,7 @@ one store and one namespace.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -319,6 +320,29 @@ async def test_close_and_reopen_move_a_conversation_between_the_status_filters(
         api, "GET", "/api/conversations?status=archived", tokens.acme_agent, None, 400,
         "invalid_status",
     )  # fmt: skip
+
+
+async def test_a_customer_writing_after_the_close_reopens_the_conversation(
+    api: ApiClient, processor: WebhookProcessor, tokens: Tokens, two: tuple[str, str]
+) -> None:
+    first, _ = two
+    await ok(api, "POST", f"/api/conversations/{first}/close", tokens.acme_agent)
+    now = int(time.time())
+
+    # Written before the close, delivered after it (Meta retries late): it stays closed.
+    late = payloads.text_webhook(ACME_NUMBER, "4910000001", "Ann", "late", timestamp=now - 60)
+    assert await processor.process(delivery_of(late)) is Outcome.PROCESSED
+    stays = await ok(api, "GET", f"/api/conversations/{first}", tokens.acme_agent)
+    assert stays["status"] == "closed"
+    assert await listed(api, tokens.acme_agent, "?status=closed") == [first]
+
+    again = payloads.text_webhook(ACME_NUMBER, "4910000001", "Ann", "one more", timestamp=now + 2)
+    assert await processor.process(delivery_of(again)) is Outcome.PROCESSED
+
+    reopened = await ok(api, "GET", f"/api/conversations/{first}", tokens.acme_agent)
+    assert reopened["status"] == "open"
+    assert reopened["last_message_preview"] == "one more"
+    assert await listed(api, tokens.acme_agent, "?status=closed") == []
 
 
 async def test_labels_are_a_set_that_replaces_the_last_one_and_filters_the_list(

@@ -34,6 +34,7 @@ from inbox_common.store.collections import CHANNELS
 log = get_logger(__name__)
 
 REFRESH_SECONDS = 5.0
+STOP_SECONDS = 5.0  # a refresh under way finishes within this, or is cancelled
 
 
 class NumberSenders:
@@ -61,14 +62,17 @@ class NumberSenders:
         self._loop = asyncio.create_task(self._keep_up(), name="number-senders")
 
     async def stop(self) -> None:
-        # The event ends the loop even when a cancellation lands inside a library call that
-        # swallows it (a channel being opened): the loop would otherwise sleep and subscribe
-        # again, and the shutdown would wait on it for ever.
+        # The loop is asked to end and only cancelled if it does not: a store call cancelled
+        # while its connection opens can leave that socket open, and a cancellation landing
+        # in aio-pika while a channel opens can be swallowed (the loop would then subscribe
+        # again and the shutdown wait for ever).
         self._stopping.set()
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            _, running = await asyncio.wait([self._loop], timeout=STOP_SECONDS)
+            if running:
+                self._loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop
         await asyncio.gather(*(c.stop() for c in self._consumers.values()))
 
     async def _keep_up(self) -> None:

@@ -55,10 +55,12 @@ class ConfirmedPublisher:
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._replacing: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
 
     async def start(self) -> None:
         """Open the confirm channel (waits for the connection)."""
         self._channel = await self._open()
+        self._started.set()
 
     async def _open(self) -> AbstractChannel:
         return await self._broker.connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -112,8 +114,19 @@ class ConfirmedPublisher:
         Raises :class:`PublishFailedError` on a nack, a return (unroutable), a lost
         connection, or no confirm within the timeout.
         """
-        if not self._broker.connected or self._channel is None:
+        if not self._broker.connected:
             raise PublishFailedError("broker_unavailable", "not connected to RabbitMQ")
+        if self._channel is None:
+            # Connected, and the service's broker setup is still under way (the first
+            # seconds after a start): wait for the confirm channel rather than fail.
+            try:
+                await asyncio.wait_for(self._started.wait(), self._timeout)
+            except TimeoutError:
+                raise PublishFailedError(
+                    "broker_unavailable",
+                    f"the confirm channel was not open within {self._timeout:g}s of "
+                    "connecting to RabbitMQ",
+                ) from None
         message = aio_pika.Message(
             body,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

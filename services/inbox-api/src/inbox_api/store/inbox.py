@@ -198,7 +198,8 @@ def conversation_op(
     Visible messages (with a preview) set the preview if they are the newest (ties broken by
     wamid), and inbound ones join the unread set. A reaction (no preview) moves only
     ``last_inbound_at``. Inbound events move ``last_inbound_at``, which opens the 24-hour
-    customer service window.
+    customer service window. A customer's message written after the conversation was closed
+    reopens it.
 
     ``revisions`` (edits and deletions) are kept, the winner per message, while their message
     is the last one or could still become it; the last message's revision, if any, gives the
@@ -243,6 +244,18 @@ def conversation_op(
         second["unread_wamids"] = {"$setDifference": [joined, deleted]}
     if inbound_at is not None:
         second["last_inbound_at"] = {"$max": ["$last_inbound_at", lit(inbound_at)]}
+    written = max((t.at for t in visible if t.inbound), default=None)
+    if written is not None:
+        # The customer wrote after an agent closed it: the conversation needs an agent again.
+        # A message written before the close (late, or replayed) leaves it closed.
+        reopens = {
+            "$and": [
+                {"$eq": ["$status", "closed"]},
+                {"$gt": [lit(written), {"$ifNull": ["$closed_at", lit(written)]}]},
+            ]
+        }
+        second["status"] = {"$cond": [reopens, "open", "$status"]}
+        second["reopened_at"] = {"$cond": [reopens, "$$NOW", "$reopened_at"]}
     stages: list[dict[str, Any]] = [
         {"$set": first},
         *({"$set": {"revisions": _revised(r)}} for r in revisions),
