@@ -143,3 +143,16 @@ async def test_inbox_ops_maintenance_run_is_the_same_run(
     assert lock["lastPass"]["trigger"] == "once"
     usage = run_command([*OPS, "maintenance", "run", "--help"], process_env(task_settings))
     assert "retention" in usage.stdout
+    unknown = run_command([*OPS, "maintenance", "run", "vacuum"], process_env(task_settings))
+    assert unknown.returncode == 2
+    assert "invalid choice: 'vacuum'" in unknown.stderr
+
+
+async def test_inbox_ops_maintenance_run_without_a_task_runs_them_all(
+    task_settings: MaintenanceTaskSettings,
+) -> None:
+    done = run_command([*OPS, "maintenance", "run"], process_env(task_settings), timeout=90)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    for task in TASKS:
+        assert f"maintenance: {task}: ok in " in done.stdout, done.stdout

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import Field
 
 from inbox_maintenance.once import main_once
 from inbox_maintenance.settings import TASKS, MaintenanceTaskSettings
+from inbox_ops.settings import ConsoleLogging
 
 
-class OpsMaintenanceSettings(MaintenanceTaskSettings):
-    log_format: Literal["json", "console"] = Field(
-        default="console", description="json or console (the default for a terminal command)"
-    )
+class OpsMaintenanceSettings(ConsoleLogging, MaintenanceTaskSettings):
+    pass
 
 
 def add_maintenance_commands(
@@ -38,7 +34,16 @@ def add_maintenance_commands(
         help="run tasks in the foreground (all when none is named): exit 1 when one failed, 3 "
         "when the store or broker is unreachable, 4 while a live replica runs one",
     )
-    run.add_argument("tasks", nargs="*", choices=TASKS, metavar="TASK", help=", ".join(TASKS))
+    # Not ``choices``: Python 3.11's argparse refuses an empty positional list against them.
+    run.add_argument("tasks", nargs="*", type=_task, metavar="TASK", help=", ".join(TASKS))
+
+
+def _task(name: str) -> str:
+    if name not in TASKS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {', '.join(TASKS)})"
+        )
+    return name
 
 
 def maintenance_run(tasks: Sequence[str]) -> int:
