@@ -5,9 +5,6 @@ services write them, and the alerts as they stand."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,24 +18,19 @@ from inbox_common.broker.topology import Names
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.client import Database, Document
 from inbox_common.store.collections import ALERTS
-from inbox_common.store.ledger import Fate, Ledger
-from inbox_common.store.outbound import Outbound, local_wamid
 from inbox_maintenance import metrics
 from inbox_maintenance.metrics import MaintenanceMetrics
 from inbox_maintenance.service import Maintenance, Resources, TaskOutcome, build_maintenance
 from inbox_maintenance.settings import MaintenanceTaskSettings
+from inbox_testkit import services
+from inbox_testkit.services import run_command as run_command
+from inbox_testkit.store import record_webhook, store_outbound
 
 
 def settings_values(
     amqp_url: str, names: Names, mongo_url: str, mongo_db_name: str
 ) -> dict[str, Any]:
-    return {
-        "rabbitmq_url": amqp_url,
-        "amqp_namespace": names.namespace,
-        "mongodb_url": mongo_url,
-        "mongodb_db": mongo_db_name,
-        "mongodb_timeout_ms": 3000,
-        "log_format": "console",
+    return services.settings_values(amqp_url, names, mongo_url, mongo_db_name) | {
         "maintenance_retention_pause_seconds": 0,
         "whatsapp_api_timeout_seconds": 5,
     }
@@ -97,7 +89,7 @@ async def ledger_event(
         received_at=datetime.now(UTC) - age,
         body=body,
     )
-    await Ledger(db).record([Fate(delivery, status, numbers or [], error)])
+    await record_webhook(db, delivery, status=status, phone_number_ids=numbers or [], error=error)
     return delivery.sha256
 
 
@@ -105,50 +97,11 @@ async def outbound_message(
     db: Database, *, tenant: str, send_state: str, **fields: Any
 ) -> ObjectId:
     """An outbound message as inbox-api stores one, in ``send_state``."""
-    message_id = ObjectId()
-    now = datetime.now(UTC)
-    doc: Document = {
-        "_id": message_id,
-        "wamid": local_wamid(message_id),
-        "conversation_id": ObjectId(),
-        "channel_id": ObjectId(),
-        "tenant": tenant,
-        "direction": "outbound",
-        "type": "text",
-        "content": {"body": "Your order ships today"},
-        "timestamp": now,
-        "status": "pending",
-        "status_rank": 0,
-        "send_state": send_state,
-        "attempts": 1,
-        "created_at": now,
-        **fields,
-    }
-    stored, _ = await Outbound(db).store(doc)
+    stored = await store_outbound(db, tenant=tenant, send_state=send_state, **fields)
     return ObjectId(stored["_id"])
 
 
 def process_env(settings: MaintenanceTaskSettings) -> dict[str, str]:
-    return {
-        "RABBITMQ_URL": settings.rabbitmq_url,
-        "AMQP_NAMESPACE": settings.amqp_namespace,
-        "MONGODB_URL": settings.mongodb_url,
-        "MONGODB_DB": settings.mongodb_db,
-        "MONGODB_TIMEOUT_MS": "2000",
-        "LOG_FORMAT": "json",
-        "MAINTENANCE_RETENTION_PAUSE_SECONDS": "0",
+    return services.process_env(settings, mongodb_timeout_ms=2000) | {
+        "MAINTENANCE_RETENTION_PAUSE_SECONDS": "0"
     }
-
-
-def run_command(
-    argv: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """A command of the workspace as a process (``python -m …``), with ``env`` added."""
-    return subprocess.run(
-        [sys.executable, *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )

@@ -5,9 +5,6 @@ outbound messages and campaigns written directly, and the service's settings."""
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -31,25 +28,15 @@ from inbox_common.http import ServiceRunner
 from inbox_common.local.ports import free_port
 from inbox_common.store.client import Database, Document
 from inbox_common.store.collections import CAMPAIGNS
-from inbox_common.store.outbound import Outbound, local_wamid
 from inbox_retry.settings import RetryJobSettings, RetryWorkerSettings
 from inbox_retry.worker import PassResult, RetryWorker, build_worker
+from inbox_testkit import services
+from inbox_testkit.services import run_command as run_command
+from inbox_testkit.services import settings_values
+from inbox_testkit.store import store_outbound as store_outbound_of
 
 TENANT = "acme"
 JOBS_TOKEN = "jobs-token-7f3a9c"  # distinctive: the log tests look for it
-
-
-def settings_values(
-    amqp_url: str, names: Names, mongo_url: str, mongo_db_name: str
-) -> dict[str, Any]:
-    return {
-        "rabbitmq_url": amqp_url,
-        "amqp_namespace": names.namespace,
-        "mongodb_url": mongo_url,
-        "mongodb_db": mongo_db_name,
-        "mongodb_timeout_ms": 3000,
-        "log_format": "console",
-    }
 
 
 @pytest.fixture
@@ -173,28 +160,11 @@ async def drain(channel: AbstractChannel, queue: str) -> list[AbstractIncomingMe
     return got
 
 
-async def store_outbound(db: Database, *, send_state: str, **fields: Any) -> Document:
-    """An outbound message as inbox-api stores one, in ``send_state``."""
-    message_id = ObjectId()
-    doc: Document = {
-        "_id": message_id,
-        "wamid": local_wamid(message_id),
-        "conversation_id": ObjectId(),
-        "channel_id": ObjectId(),
-        "tenant": TENANT,
-        "direction": "outbound",
-        "type": "text",
-        "content": {"body": "Your order ships today"},
-        "timestamp": datetime.now(UTC),
-        "status": "pending",
-        "status_rank": 0,
-        "send_state": send_state,
-        "attempts": 1,
-        "created_at": datetime.now(UTC),
-        **fields,
-    }
-    stored, _ = await Outbound(db).store(doc)
-    return stored
+async def store_outbound(
+    db: Database, *, send_state: str, tenant: str = TENANT, **fields: Any
+) -> Document:
+    """An outbound message as inbox-api stores one, in ``send_state`` (acme's by default)."""
+    return await store_outbound_of(db, tenant=tenant, send_state=send_state, **fields)
 
 
 async def store_campaign(db: Database, status: str, *, tenant: str = TENANT) -> ObjectId:
@@ -206,29 +176,8 @@ async def store_campaign(db: Database, status: str, *, tenant: str = TENANT) -> 
     return campaign_id
 
 
-def run_command(
-    argv: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """A command of the workspace as a process (``python -m …``), with ``env`` added."""
-    return subprocess.run(
-        [sys.executable, *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def process_env(settings: RetryJobSettings) -> dict[str, str]:
-    return {
-        "RABBITMQ_URL": settings.rabbitmq_url,
-        "AMQP_NAMESPACE": settings.amqp_namespace,
-        "MONGODB_URL": settings.mongodb_url,
-        "MONGODB_DB": settings.mongodb_db,
-        "MONGODB_TIMEOUT_MS": "3000",
-        "LOG_FORMAT": "json",
-    }
+    return services.process_env(settings, mongodb_timeout_ms=3000)
 
 
 def logs_with_context() -> AbstractContextManager[list[EventDict]]:

@@ -16,7 +16,7 @@ import os
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ import pymongo.errors
 from inbox_common.broker.topology import Names, everything, number_sends
 from inbox_common.local.ports import tcp_accepts
 from inbox_common.local.secantus import SecantusServer
+from inbox_common.store.collections import CHANNELS
 from inbox_testkit.tenants import SENDING_NUMBERS
 
 if TYPE_CHECKING:
@@ -146,6 +147,13 @@ class AmqpNamespace:
             if name not in self.tracked:
                 self.tracked.append(name)
 
+    def track_numbers(self, numbers: Iterable[str]) -> None:
+        """Track the sending queues of these numbers (inbox-api declares one per channel's
+        number, whatever number a test or a fuzzer gave the channel)."""
+        names = Names(self.name)
+        for number in numbers:
+            self.track(*(q.name for q in number_sends(number)(names).queues))
+
     def track_topology(self) -> Names:
         """Track every exchange and queue the services declare in this namespace."""
         names = Names(self.name)
@@ -181,6 +189,13 @@ def mongo_client(url: str, timeout_ms: int = 5000) -> pymongo.MongoClient[dict[s
     return pymongo.MongoClient(
         url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
     )
+
+
+def channel_numbers(url: str, name: str) -> list[str]:
+    """The phone number ids of a test database's channels (none if the store is gone)."""
+    with contextlib.suppress(pymongo.errors.PyMongoError), mongo_client(url) as client:
+        return [str(n) for n in client[name][CHANNELS].distinct("phone_number_id")]
+    return []
 
 
 def drop_database(url: str, name: str) -> None:

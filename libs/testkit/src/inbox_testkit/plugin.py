@@ -45,6 +45,7 @@ from inbox_testkit import backends
 from inbox_testkit.broker import broker_connection, webhook_consumer
 from inbox_testkit.polling import wait_until
 from inbox_testkit.sandbox import SECRET
+from inbox_testkit.services import settings_values
 from inbox_testkit.store import create_channel
 from inbox_testkit.tenants import ACME_NUMBER, Tokens
 
@@ -135,9 +136,14 @@ async def amqp_namespace(namespace: str, amqp_url: str) -> AsyncIterator[backend
 
 
 @pytest.fixture
-def mongo_db_name(mongo_url: str) -> Iterator[str]:
+async def mongo_db_name(
+    mongo_url: str, amqp_namespace: backends.AmqpNamespace
+) -> AsyncIterator[str]:
     name = f"test_{uuid4().hex[:12]}"
     yield name
+    # Every channel the test created got a sending queue on the shared broker: delete those
+    # with the namespace, or they pile up run after run.
+    amqp_namespace.track_numbers(backends.channel_numbers(mongo_url, name))
     backends.drop_database(mongo_url, name)
 
 
@@ -255,14 +261,8 @@ async def tokens(db: Database) -> Tokens:
 
 @pytest.fixture
 def settings(amqp_url: str, names: Names, mongo_url: str, mongo_db_name: str) -> InboxApiSettings:
-    return InboxApiSettings(
-        rabbitmq_url=amqp_url,
-        amqp_namespace=names.namespace,
-        mongodb_url=mongo_url,
-        mongodb_db=mongo_db_name,
-        mongodb_timeout_ms=3000,
-        log_format="console",
-    )
+    # The constructor, not model_validate: the rest (CHANNEL_TOKEN_KEYS...) from the environment.
+    return InboxApiSettings(**settings_values(amqp_url, names, mongo_url, mongo_db_name))
 
 
 @pytest.fixture

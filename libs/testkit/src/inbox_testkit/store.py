@@ -1,8 +1,9 @@
-"""Store helpers for tests: channels, ledger entries and messages written directly, and a
-comparable snapshot of the inbox collections."""
+"""Store helpers for tests: channels, ledger entries, messages and outbound messages written
+directly, and a comparable snapshot of the inbox collections."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -13,6 +14,7 @@ from inbox_common.store.channels import Channels
 from inbox_common.store.client import Database, Document
 from inbox_common.store.identities import Identities, Identity
 from inbox_common.store.ledger import Fate, Ledger
+from inbox_common.store.outbound import Outbound, local_wamid
 from inbox_common.store.schema import CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
 from inbox_common.store.token_cipher import TokenCipher, TokenCipherSettings
 
@@ -75,6 +77,31 @@ async def store_message(
     writes.message(channel, {**doc, "conversation_id": conversation}, status=status)
     await Inbox(db).write(writes)
     return conversation
+
+
+async def store_outbound(db: Database, *, tenant: str, send_state: str, **fields: Any) -> Document:
+    """An outbound text as inbox-api stores one, in ``send_state`` (``fields`` on top)."""
+    message_id = ObjectId()
+    now = datetime.now(UTC)
+    doc: Document = {
+        "_id": message_id,
+        "wamid": local_wamid(message_id),
+        "conversation_id": ObjectId(),
+        "channel_id": ObjectId(),
+        "tenant": tenant,
+        "direction": "outbound",
+        "type": "text",
+        "content": {"body": "Your order ships today"},
+        "timestamp": now,
+        "status": "pending",
+        "status_rank": 0,
+        "send_state": send_state,
+        "attempts": 1,
+        "created_at": now,
+        **fields,
+    }
+    stored, _ = await Outbound(db).store(doc)
+    return stored
 
 
 async def snapshot(db: Database) -> dict[str, list[Document]]:

@@ -58,34 +58,29 @@ def deliveries(payloads: Sequence[bytes]) -> list[WebhookDelivery]:
 def messages(shape: str, items: Sequence[WebhookDelivery], batch: int) -> list[aio_pika.Message]:
     """The AMQP messages of a backlog of ``shape``, in the ingest's format."""
     if shape == "single" or batch == 1:
-        return [one_body(d) for d in items]
-    out = []
-    for start in range(0, len(items), batch):
-        group = items[start : start + batch]
-        if len(group) == 1:
-            out.append(one_body(group[0]))
-            continue
-        body, headers, message_id = batch_message(group)
-        out.append(
-            aio_pika.Message(
-                body,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message_id,
-                headers=headers,
-                timestamp=group[0].received_at,
-            )
+        return [ingest_message([d]) for d in items]
+    return [ingest_message(items[start : start + batch]) for start in range(0, len(items), batch)]
+
+
+def ingest_message(group: Sequence[WebhookDelivery]) -> aio_pika.Message:
+    """The message webhook-ingest publishes for ``group``: one body as it is, or a batch."""
+    if len(group) == 1:
+        delivery = group[0]
+        return aio_pika.Message(
+            delivery.body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=delivery.sha256,
+            headers=dict(delivery.headers()),
+            content_type="application/json",
+            timestamp=delivery.received_at,
         )
-    return out
-
-
-def one_body(delivery: WebhookDelivery) -> aio_pika.Message:
+    body, headers, message_id = batch_message(group)
     return aio_pika.Message(
-        delivery.body,
+        body,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=delivery.sha256,
-        headers=dict(delivery.headers()),
-        content_type="application/json",
-        timestamp=delivery.received_at,
+        message_id=message_id,
+        headers=headers,
+        timestamp=group[0].received_at,
     )
 
 

@@ -8,11 +8,10 @@ per-client queue. What one Python process does at least to fan an event out to N
 
 from __future__ import annotations
 
-import argparse
-import os
-
-import uvloop
 from aiohttp import web
+
+from inbox_testkit.bench.aiohttp_server import serve
+from inbox_testkit.bench.cli import server_args
 
 CLIENTS = web.AppKey("clients", set[web.WebSocketResponse])
 READY = '{"type":"ready","last_event_id":null}'
@@ -43,30 +42,13 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"sent": sent})
 
 
-async def livez(_: web.Request) -> web.Response:
-    return web.Response(text="ok")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    args = server_args(__doc__)
     app = web.Application()
     app[CLIENTS] = set()
     app.router.add_get("/ws", connect)
     app.router.add_post("/publish", publish)
-    app.router.add_get("/livez", livez)
-    web.run_app(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,14 @@ from typing import Any
 import aio_pika
 
 from inbox_common.broker.topology import Names, declare, everything
+from inbox_common.local.ports import free_port
 from inbox_common.local.processes import wait_http as local_wait_http
 from inbox_common.local.secantus import SecantusServer
 from inbox_testkit.backends import REPO_ROOT
+from inbox_testkit.bench.cli import JSON_MARK
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-JSON_MARK = "BENCH_JSON "
 WEBHOOK_PATH = "/webhooks/whatsapp"
 # How long a service of the send and live groups may take to answer its health check: it
 # connects to the broker and the store first, which takes a while on a busy machine.
@@ -127,6 +128,32 @@ def venv_command(script: str, module: str) -> list[str]:
 # -- processes -----------------------------------------------------------------------------
 
 
+def spawn(
+    cmd: Sequence[str], *, cpu: int | None, log: Path, env: dict[str, str], cwd: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
+    """``cmd`` pinned to ``cpu``, in its own session (Ctrl-C reaches us only; we stop it in
+    order), its output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            pinned(cmd, cpu),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=pin_in_child(cpu),
+        )
+
+
+def log_tail(log: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of ``log`` ("" when it cannot be read)."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 @dataclass
 class Service:
     name: str
@@ -135,10 +162,7 @@ class Service:
     case: str
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log, lines)
 
     @property
     def running(self) -> bool:
@@ -170,20 +194,7 @@ class Processes:
         env: dict[str, str],
         cwd: Path = REPO_ROOT,
     ) -> Service:
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                pinned(cmd, cpu),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,  # Ctrl-C reaches us only; we stop it in order
-                preexec_fn=pin_in_child(cpu),
-            )
-        service = Service(name, process, log, self.case)
-        self.running.append(service)
-        return service
+        return self.adopt(name, spawn(cmd, cpu=cpu, log=log, env=env, cwd=cwd), log)
 
     def adopt(self, name: str, process: subprocess.Popen[bytes], log: Path) -> Service:
         """Track a process started elsewhere (stopped, and its memory read, like the others)."""
@@ -224,6 +235,30 @@ def wait_http(url: str, service: Service, *, want: int = 200, timeout: float = 3
         asyncio.run(local_wait_http(url, timeout=timeout, want=want, process=service))
     except (TimeoutError, RuntimeError) as exc:
         raise BenchError(f"{exc}:\n{service.tail()}") from None
+
+
+def start_server(
+    processes: Processes,
+    name: str,
+    cmd: Sequence[str],
+    *,
+    log: Path,
+    cpu: int | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Service, str]:
+    """A bench server (``bare_server``, ``fanout_server``, ``pywa_peer``): ``cmd`` with
+    ``--port`` a free port, once its ``/livez`` answers; returns it and its base URL."""
+    port = free_port()
+    service = processes.start(
+        name,
+        [*cmd, f"--port={port}"],
+        cpu=cpu,
+        log=log,
+        env=dict(os.environ) if env is None else env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/livez", service)
+    return service, base
 
 
 def get_json(url: str, *, timeout: float = 5.0) -> Any:
@@ -302,22 +337,28 @@ async def declare_count_queue(url: str, names: Names, *, with_topology: bool) ->
         await queue.bind(exchange, "whatsapp.#")
 
 
+async def ready_count(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
+    """The ready messages of ``queue`` (a passive declare on a channel of its own; -1 when the
+    queue does not exist)."""
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+    except aio_pika.exceptions.ChannelClosed:
+        return -1
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
 async def queue_counts(url: str, names: Names) -> dict[str, int]:
     """Ready messages of the count queue and the service's webhook queue (-1: absent)."""
-    counts: dict[str, int] = {}
     connection = await aio_pika.connect(url)
     async with connection:
-        for name in (count_queue(names), names.webhooks_queue):
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-                counts[name] = queue.declaration_result.message_count or 0
-            except aio_pika.exceptions.ChannelClosed:
-                counts[name] = -1
-            finally:
-                with contextlib.suppress(Exception):
-                    await channel.close()
-    return counts
+        return {
+            name: await ready_count(connection, name)
+            for name in (count_queue(names), names.webhooks_queue)
+        }
 
 
 async def delete_namespace(url: str, names: Names, extra: Sequence[str] = ()) -> list[str]:
@@ -326,21 +367,19 @@ async def delete_namespace(url: str, names: Names, extra: Sequence[str] = ()) ->
     failed: list[str] = []
     spec = everything(names)
     connection = await aio_pika.connect(url, timeout=10)
+    queues = (count_queue(names), *(q.name for q in spec.queues), *extra)
+    doomed = [*(("queue", q) for q in queues), *(("exchange", e.name) for e in spec.exchanges)]
     async with connection:
-        for queue in (count_queue(names), *(q.name for q in spec.queues), *extra):
+        for kind, name in doomed:
             try:
                 channel = await connection.channel()
-                await channel.queue_delete(queue)
+                if kind == "queue":
+                    await channel.queue_delete(name)
+                else:
+                    await channel.exchange_delete(name)
                 await channel.close()
             except Exception as exc:
-                failed.append(f"queue {queue}: {exc}")
-        for exchange in (e.name for e in spec.exchanges):
-            try:
-                channel = await connection.channel()
-                await channel.exchange_delete(exchange)
-                await channel.close()
-            except Exception as exc:
-                failed.append(f"exchange {exchange}: {exc}")
+                failed.append(f"{kind} {name}: {exc}")
     return failed
 
 
@@ -360,16 +399,7 @@ class QueueWatch:
         async with connection:
             while not self._stop.is_set():
                 for queue in self._queues:
-                    channel = await connection.channel()
-                    try:
-                        declared = await channel.declare_queue(queue, passive=True)
-                        count = declared.declaration_result.message_count or 0
-                    except aio_pika.exceptions.ChannelClosed:
-                        count = -1
-                    finally:
-                        with contextlib.suppress(Exception):
-                            await channel.close()
-                    self.samples[queue].append(count)
+                    self.samples[queue].append(await ready_count(connection, queue))
                 await asyncio.sleep(1.0)
 
     def __enter__(self) -> QueueWatch:
@@ -414,6 +444,15 @@ def scrape_outcomes(base: str) -> dict[str, float]:
         if labels.startswith(prefix):
             outcomes[labels[len(prefix) :].split('"', 1)[0]] = value
     return outcomes
+
+
+def latency_ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """p50 and p99 of ``ours`` over ``theirs`` (a baseline's), where the baseline's is not 0."""
+    return {
+        f"p{pct}": round(ours[f"p{pct}"] / theirs[f"p{pct}"], 1)
+        for pct in (50, 99)
+        if theirs[f"p{pct}"]
+    }
 
 
 def settled(read: Callable[[], Any], *, interval: float = 0.3, tries: int = 50) -> Any:
@@ -493,6 +532,18 @@ def start_profile(args: argparse.Namespace, run_id: str, pid: int, case: str) ->
     )
     time.sleep(0.5)  # attaching takes a moment
     return Profile(process, output)
+
+
+def profiler(
+    args: argparse.Namespace, run_id: str, case: str
+) -> Callable[[int], Callable[[], None]]:
+    """An ``on_start`` for run_child(): ``--profile`` records the child until it ends."""
+
+    def start(pid: int) -> Callable[[], None]:
+        profile = start_profile(args, run_id, pid, case)
+        return lambda: stop_profile(profile)
+
+    return start
 
 
 def stop_profile(profile: Profile | None) -> None:

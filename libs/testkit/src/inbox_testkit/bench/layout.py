@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+Json = dict[str, Any]
+
 
 def render(rows: list[tuple[str, ...]], left: tuple[int, ...] = (0,)) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -30,3 +36,39 @@ def cpu_text(used: dict[str, dict[str, float]]) -> str:
         )
         or "-"
     )
+
+
+def latency_row(
+    label: str, values: dict[str, float], note: str, middle: str = "p95"
+) -> tuple[str, ...]:
+    """A row of a latency table: count, p50, ``middle``, p99 and max (ms), and a note."""
+    return (
+        label,
+        str(values["count"]),
+        f"{values['p50']:.1f}",
+        f"{values[middle]:.1f}",
+        f"{values['p99']:.1f}",
+        f"{values['max']:.1f}",
+        note,
+    )
+
+
+def case_table(
+    name: str, title: str
+) -> Callable[[Callable[[Json], list[str]]], Callable[[Json], list[str]]]:
+    """A group's table of the one case ``name``, drawn from the case's result: nothing when
+    the case did not run, ``title`` and its error when it failed."""
+
+    def decorate(draw: Callable[[Json], list[str]]) -> Callable[[Json], list[str]]:
+        @functools.wraps(draw)
+        def table(report: Json) -> list[str]:
+            case = report["cases"].get(name)
+            if case is None:
+                return []
+            if "error" in case:
+                return [title, f"FAILED: {case['error'][:300]}"]
+            return draw(case)
+
+        return table
+
+    return decorate

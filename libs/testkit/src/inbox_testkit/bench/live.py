@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from inbox_common.broker.topology import Names
-from inbox_common.local.ports import free_port
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
 from inbox_common.tokens import Role, create_token
 from inbox_sandbox.payloads import new_wamid
-from inbox_testkit.backends import REPO_ROOT
+from inbox_testkit.bench.cli import child_command
 from inbox_testkit.bench.harness import (
     BENCH_DIR,
     STARTUP_SECONDS,
@@ -52,19 +51,22 @@ from inbox_testkit.bench.harness import (
     Service,
     cleanup_namespace,
     get_json,
+    latency_ratios,
+    log_tail,
     memory_of,
     metric_values,
     number_queues,
-    pin_in_child,
     pinned,
     run_child,
+    spawn,
     start_profile,
     start_secantus,
+    start_server,
     stop_profile,
-    venv_command,
     wait_http,
 )
 from inbox_testkit.bench.p1 import Context, broker_pid
+from inbox_testkit.bench.stack import service_env, start_inbox_api
 from inbox_testkit.bench.store_state import DB_NAME, PHONE_NUMBER_ID, TENANT
 from inbox_testkit.store import create_channel, store_message
 
@@ -139,35 +141,22 @@ def crowd(ctx: Context, target: Target, token: str) -> Iterator[subprocess.Popen
     """The crowd's process, once all its clients are ready; killed if anything fails."""
     ready = ctx.workdir / f"crowd-{target.kind}.ready"
     log = ctx.workdir / f"crowd-{target.kind}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "inbox_testkit.bench.live_client",
+    cmd = child_command(
+        "live_client",
         "crowd",
         f"--url={target.ws_url}",
         f"--clients={ctx.args.live_clients}",
         f"--ready={ready}",
         f"--out={crowd_out(ctx, target)}",
-    ]
-    if ctx.cores.load is not None:
-        cmd.append(f"--cpu={ctx.cores.load}")
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            pinned(cmd, ctx.cores.load),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "BENCH_API_TOKEN": token},
-            cwd=REPO_ROOT,
-            start_new_session=True,
-            preexec_fn=pin_in_child(ctx.cores.load),
-        )
+        cpu=ctx.cores.load,
+    )
+    process = spawn(cmd, cpu=ctx.cores.load, log=log, env={**os.environ, "BENCH_API_TOKEN": token})
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():
             target.server.check_alive()
             if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the crowd did not get ready:\n{tail(log)}")
+                raise BenchError(f"the crowd did not get ready:\n{log_tail(log)}")
             time.sleep(0.1)
         yield process
     finally:
@@ -180,12 +169,6 @@ def crowd_out(ctx: Context, target: Target) -> Path:
     return ctx.workdir / f"crowd-{target.kind}.json"
 
 
-def tail(log: Path) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    return ""
-
-
 def finish_crowd(ctx: Context, target: Target, process: subprocess.Popen[bytes]) -> Any:
     """Stop the crowd (it waits for the last frames first) and read its tally."""
     process.terminate()
@@ -195,7 +178,7 @@ def finish_crowd(ctx: Context, target: Target, process: subprocess.Popen[bytes])
         raise BenchError("the crowd did not stop within 40 s") from None
     if code != 0:
         log = ctx.workdir / f"crowd-{target.kind}.log"
-        raise BenchError(f"the crowd exited with {code}:\n{tail(log)}")
+        raise BenchError(f"the crowd exited with {code}:\n{log_tail(log)}")
     return json.loads(crowd_out(ctx, target).read_text())
 
 
@@ -207,10 +190,8 @@ def fan_out(ctx: Context, target: Target, token: str) -> dict[str, Any]:
     with crowd(ctx, target, token) as process:
         time.sleep(SETTLE_SECONDS)
         connected = rss(pid)["rss_mb"]
-        cmd = [
-            sys.executable,
-            "-m",
-            "inbox_testkit.bench.live_client",
+        cmd = child_command(
+            "live_client",
             "measure",
             f"--target={target.kind}",
             f"--change-base={target.change_base}",
@@ -219,11 +200,9 @@ def fan_out(ctx: Context, target: Target, token: str) -> dict[str, Any]:
             f"--duration={args.live_duration}",
             f"--warmup={args.warmup}",
             *(f"--conversation={c}" for c in target.conversations),
-            *(f"--watch={name}={pid}" for name, pid in target.watch.items()),
-            f"--watch=crowd={process.pid}",
-        ]
-        if ctx.cores.load is not None:
-            cmd.append(f"--cpu={ctx.cores.load}")
+            watch={**target.watch, "crowd": process.pid},
+            cpu=ctx.cores.load,
+        )
         print(
             f"  {target.kind}: {args.live_clients} clients + 1, {args.live_rate:g} changes/s "
             f"for {args.live_duration:g}s ...",
@@ -264,36 +243,23 @@ def run_inbox(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
     store = start_secantus(ctx.processes, ctx.workdir, "secantusdb")
     try:
         token, conversations = asyncio.run(prepare(store.url, args.live_conversations))
-        env = {
-            **os.environ,
-            "AMQP_NAMESPACE": names.namespace,
-            "RABBITMQ_URL": args.rabbitmq_url,
-            "HTTP_HOST": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
-            "MONGODB_URL": store.url,
-            "MONGODB_DB": DB_NAME,
-        }
-        replicas: dict[str, tuple[Service, str]] = {}
-        for name in ("A", "B"):
-            port = free_port()
-            service = ctx.processes.start(
-                f"inbox-api {name}",
-                venv_command("inbox-api", "inbox_api"),
-                cpu=None,
-                log=ctx.workdir / f"inbox-api-{name}-live.log",
-                env={**env, "INBOX_API_PORT": str(port)},
+        env = service_env(ctx, names)
+        replicas = {
+            name: start_inbox_api(
+                ctx, env, store.url, name=f"inbox-api {name}", log=f"inbox-api-{name}-live.log"
             )
-            replicas[name] = (service, f"127.0.0.1:{port}")
-        for service, address in replicas.values():
-            wait_http(f"http://{address}/api/health", service, timeout=STARTUP_SECONDS)
-            wait_live_bound(f"http://{address}", service)
-        (a, a_address), (b, b_address) = replicas["A"], replicas["B"]
+            for name in ("A", "B")
+        }
+        for service, base in replicas.values():
+            wait_http(f"{base}/api/health", service, timeout=STARTUP_SECONDS)
+            wait_live_bound(base, service)
+        (a, a_base), (b, b_base) = replicas["A"], replicas["B"]
         time.sleep(SETTLE_SECONDS)  # idle: started, connected, nothing asked yet
         target = Target(
             "inbox",
             b,
-            f"ws://{b_address}/api/ws",
-            f"http://{a_address}",
+            f"{b_base.replace('http://', 'ws://', 1)}/api/ws",
+            a_base,
             conversations,
             {
                 "inbox-api A": a.process.pid,
@@ -308,11 +274,11 @@ def run_inbox(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
         finally:
             stop_profile(profile)
         metrics = {
-            "A published": metric_values(f"http://{a_address}", "live_events_published_total"),
-            "A dropped": metric_values(f"http://{a_address}", "live_events_dropped_total"),
-            "B received": metric_values(f"http://{b_address}", "live_events_received_total"),
-            "B delivered": metric_values(f"http://{b_address}", "live_events_delivered_total"),
-            "B closed": metric_values(f"http://{b_address}", "live_sessions_closed_total"),
+            "A published": metric_values(a_base, "live_events_published_total"),
+            "A dropped": metric_values(a_base, "live_events_dropped_total"),
+            "B received": metric_values(b_base, "live_events_received_total"),
+            "B delivered": metric_values(b_base, "live_events_delivered_total"),
+            "B closed": metric_values(b_base, "live_sessions_closed_total"),
         }
         a.check_alive()
         b.check_alive()
@@ -323,22 +289,19 @@ def run_inbox(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run_bare(ctx: Context) -> dict[str, Any]:
-    port = free_port()
-    server = ctx.processes.start(
-        "bare fan-out",
-        [sys.executable, str(BENCH_DIR / "fanout_server.py"), f"--port={port}"],
-        cpu=None,
-        log=ctx.workdir / "fanout-live.log",
-        env=dict(os.environ),
-    )
     try:
-        wait_http(f"http://127.0.0.1:{port}/livez", server)
+        server, base = start_server(
+            ctx.processes,
+            "bare fan-out",
+            [sys.executable, str(BENCH_DIR / "fanout_server.py")],
+            log=ctx.workdir / "fanout-live.log",
+        )
         time.sleep(SETTLE_SECONDS)
         target = Target(
             "bare",
             server,
-            f"ws://127.0.0.1:{port}/ws",
-            f"http://127.0.0.1:{port}",
+            f"{base.replace('http://', 'ws://', 1)}/ws",
+            base,
             [],
             {"bare fan-out": server.process.pid, **broker_pid()},
         )
@@ -367,11 +330,7 @@ def case_live(ctx: Context) -> dict[str, Any]:
         "inbox": inbox,
         "bare": bare,
         "server_metrics": metrics,
-        "ratios": {
-            f"p{pct}": round(ours[f"p{pct}"] / theirs[f"p{pct}"], 1)
-            for pct in (50, 99)
-            if theirs[f"p{pct}"]
-        },
+        "ratios": latency_ratios(ours, theirs),
         "verification": {
             "changes": inbox["changes"],
             "clients": crowd["clients"] + 1,

@@ -41,12 +41,12 @@ import uvloop
 from aiohttp import WSMsgType
 from bson import ObjectId
 
-from inbox_testkit.bench.e2e_client import summary
+from inbox_testkit.bench.cli import parse_pinned, print_result
 from inbox_testkit.bench.loadgen import CpuWatch
+from inbox_testkit.bench.open_loop import OpenLoop, summary
 
 MARKER = re.compile(r"([wm])(\d+)-(\d+)")
 CONNECT_BATCH = 50
-MAX_IN_FLIGHT = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,16 +222,13 @@ class Changes:
     after_published: list[float] = field(default_factory=list)
     failed: int = 0
     first_failure: str = ""
-    dropped: int = 0
 
 
-class Measure:
+class Measure(OpenLoop):
     def __init__(self, args: argparse.Namespace, token: str) -> None:
-        self.args = args
+        super().__init__(args)
         self.token = token
         self.changes = Changes()
-        self.measuring = False
-        self.in_flight: set[asyncio.Task[None]] = set()
         self.draining = False
         self.all_received = asyncio.Event()
 
@@ -256,7 +253,8 @@ class Measure:
         if self.draining and self.changes.ok <= self.changes.received.keys():
             self.all_received.set()
 
-    async def change(self, session: aiohttp.ClientSession, n: int) -> None:
+    async def send(self, session: aiohttp.ClientSession, n: int) -> None:
+        """Change ``n``: a conversation's labels on A, or an event frame to the bare server."""
         args, changes = self.args, self.changes
         label = f"{'m' if self.measuring else 'w'}{n}-{time.time_ns()}"
         if self.measuring:
@@ -284,24 +282,6 @@ class Measure:
         if self.measuring:
             changes.request_latencies.append(time.perf_counter() - began)
 
-    async def offer(self, session: aiohttp.ClientSession, seconds: float, first: int) -> int:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        i = 0
-        while i / self.args.rate < seconds:
-            due = start + i / self.args.rate
-            now = loop.time()
-            if due > now:
-                await asyncio.sleep(due - now)
-            i += 1
-            if len(self.in_flight) >= MAX_IN_FLIGHT:
-                self.changes.dropped += 1
-                continue
-            task = asyncio.create_task(self.change(session, first + i - 1))
-            self.in_flight.add(task)
-            task.add_done_callback(self.in_flight.discard)
-        return first + i
-
     async def run(self, watch: CpuWatch) -> dict[str, Any]:
         args, changes = self.args, self.changes
         auth = {"Authorization": f"Bearer {self.token}"}
@@ -309,16 +289,7 @@ class Measure:
         async with aiohttp.ClientSession(headers=auth, timeout=timeout) as session:
             ws = await connect(session, args.ws_url, self.token)
             listener = asyncio.create_task(self.listen(ws))
-            n = await self.offer(session, args.warmup, 0)
-            self.measuring = True
-            watch.start()
-            began = time.perf_counter()
-            await self.offer(session, args.duration, n)
-            duration = time.perf_counter() - began
-            self.measuring = False
-            cpu = watch.stop()
-            if self.in_flight:
-                await asyncio.wait(set(self.in_flight), timeout=30)
+            duration, cpu = await self.measure(session, watch)
             self.draining = True
             self.check_drained()
             with contextlib.suppress(TimeoutError):
@@ -333,7 +304,7 @@ class Measure:
             "sent_rate": len(changes.measured) / duration if duration else 0.0,
             "failed": changes.failed,
             "first_failure": changes.first_failure,
-            "dropped_client_backlog": changes.dropped,
+            "dropped_client_backlog": self.dropped_warmup + self.dropped,
             "changes_ok": sorted(changes.ok),
             "missed": len(changes.ok - changes.received.keys()),
             "latency_ms": summary(measured),
@@ -360,20 +331,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--drain", type=float, default=10.0)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    parser.add_argument("--watch", action="append", default=[], help="name=pid: report its CPU use")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    args = parse_pinned(parser)
     # The token by environment, not argv (which any local user can read in /proc).
     token = os.environ.get("BENCH_API_TOKEN", "bench")
     if args.role == "crowd":
         tally = uvloop.run(Crowd(args, token).run())
         Path(args.out).write_text(json.dumps(tally))
         return
-    watch = CpuWatch({"measuring client": os.getpid(), **CpuWatch.parse(args.watch)})
+    watch = CpuWatch.of_self("measuring client", args.watch)
     result = uvloop.run(Measure(args, token).run(watch))
-    print("BENCH_JSON " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 if __name__ == "__main__":

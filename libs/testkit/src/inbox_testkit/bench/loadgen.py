@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import uvloop
 
 from inbox_testkit.bench import bodies
+from inbox_testkit.bench.cli import parse_pinned, print_result
 
 
 class Stats:
@@ -51,6 +54,11 @@ class CpuWatch:
     def parse(specs: list[str]) -> dict[str, int]:
         """``name=pid`` command-line items as a dict."""
         return {name: int(pid) for name, _, pid in (spec.partition("=") for spec in specs)}
+
+    @classmethod
+    def of_self(cls, name: str, specs: list[str]) -> CpuWatch:
+        """This process, as ``name``, and the ``--watch`` processes ``specs``."""
+        return cls({name: os.getpid(), **cls.parse(specs)})
 
     @staticmethod
     def _sched(pid: int) -> tuple[int, int] | None:
@@ -107,6 +115,52 @@ def percentile(ordered: list[float], pct: float) -> float:
     return ordered[rank]
 
 
+def wrk_latency(latencies: list[float]) -> dict[str, float]:
+    """Latencies (seconds) in the shape of the wrk script's result: milliseconds."""
+    ordered = sorted(latencies)
+    return {
+        "p50": percentile(ordered, 50) * 1e3,
+        "p90": percentile(ordered, 90) * 1e3,
+        "p99": percentile(ordered, 99) * 1e3,
+        "p999": percentile(ordered, 99.9) * 1e3,
+        "mean": (sum(ordered) / len(ordered) if ordered else 0.0) * 1e3,
+        "max": (ordered[-1] if ordered else 0.0) * 1e3,
+    }
+
+
+@dataclass
+class Phase:
+    """Where a closed-loop run is: in its measured window, or stopping after it."""
+
+    measuring: bool = False
+    stopping: bool = False
+
+
+async def closed_loop(
+    worker: Callable[[Phase], Coroutine[Any, Any, None]],
+    workers: int,
+    warmup: float,
+    duration: float,
+    watch: CpuWatch,
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """``workers`` copies of ``worker``, each looping until the phase says stop: ``warmup``
+    seconds unmeasured, ``duration`` seconds measured (and ``watch`` over that window), then
+    they finish what they have in flight. Returns the measured seconds and the CPU use."""
+    phase = Phase()
+    tasks = [asyncio.create_task(worker(phase)) for _ in range(workers)]
+    await asyncio.sleep(warmup)
+    phase.measuring = True
+    started = time.perf_counter()
+    watch.start()
+    await asyncio.sleep(duration)
+    phase.measuring = False
+    cpu = watch.stop()
+    elapsed = time.perf_counter() - started
+    phase.stopping = True
+    await asyncio.gather(*tasks)
+    return elapsed, cpu
+
+
 async def run(
     url: str,
     pairs: list[tuple[str, bytes]],
@@ -118,15 +172,13 @@ async def run(
 ) -> dict[str, object]:
     stats = Stats()
     index = first
-    measuring = False
-    stopping = False
     timeout = aiohttp.ClientTimeout(total=10)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def worker() -> None:
+        async def worker(phase: Phase) -> None:
             nonlocal index
-            while not stopping:
+            while not phase.stopping:
                 signature, body = pairs[index % len(pairs)]
                 index += 1
                 headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
@@ -141,7 +193,7 @@ async def run(
                 elapsed = time.perf_counter() - began
                 if status == 200:
                     stats.ok_total += 1
-                if measuring:
+                if phase.measuring:
                     stats.requests += 1
                     stats.latencies.append(elapsed)
                     if status == 0:
@@ -149,33 +201,14 @@ async def run(
                     elif status >= 400:
                         stats.bad_status += 1
 
-        tasks = [asyncio.create_task(worker()) for _ in range(connections)]
-        await asyncio.sleep(warmup)
-        measuring = True
-        started = time.perf_counter()
-        watch.start()
-        await asyncio.sleep(duration)
-        measuring = False
-        cpu = watch.stop()
-        elapsed = time.perf_counter() - started
-        stopping = True
-        await asyncio.gather(*tasks)
-    ordered = sorted(stats.latencies)
-    mean = sum(ordered) / len(ordered) if ordered else 0.0
+        elapsed, cpu = await closed_loop(worker, connections, warmup, duration, watch)
     return {
         "generator": "python-aiohttp",
         "duration_s": elapsed,
         "requests": stats.requests,
         "bad_status": stats.bad_status,
         "socket_errors": {"connect": 0, "read": stats.errors, "write": 0, "timeout": 0},
-        "latency_ms": {
-            "p50": percentile(ordered, 50) * 1e3,
-            "p90": percentile(ordered, 90) * 1e3,
-            "p99": percentile(ordered, 99) * 1e3,
-            "p999": percentile(ordered, 99.9) * 1e3,
-            "mean": mean * 1e3,
-            "max": (ordered[-1] if ordered else 0.0) * 1e3,
-        },
+        "latency_ms": wrk_latency(stats.latencies),
         "ok_total": stats.ok_total,
         "sent_total": stats.sent_total,
         "cpu_cores": cpu,
@@ -190,17 +223,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    parser.add_argument("--watch", action="append", default=[], help="name=pid: report its CPU use")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    args = parse_pinned(parser)
     pairs = bodies.read(args.bodies)
-    watch = CpuWatch({"load generator": os.getpid(), **CpuWatch.parse(args.watch)})
+    watch = CpuWatch.of_self("load generator", args.watch)
     result = uvloop.run(
         run(args.url, pairs, args.first, args.connections, args.warmup, args.duration, watch)
     )
-    print("BENCH_JSON " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 if __name__ == "__main__":

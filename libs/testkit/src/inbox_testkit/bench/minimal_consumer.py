@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -53,19 +52,19 @@ from aio_pika.abc import AbstractIncomingMessage
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 
 from inbox_common.contracts.delivery import BATCH_HEADER, WebhookDelivery, deliveries_from_amqp
+from inbox_common.store.bulk import insert_new
 from inbox_common.store.client import Database, Document, create_client
 from inbox_common.store.identities import conversation_id
 from inbox_common.store.ledger import PROCESSED
 from inbox_common.store.schema import CHANNELS, CONTACTS, CONVERSATIONS, MESSAGES, WEBHOOK_EVENTS
-from inbox_testkit.bench.harness import JSON_MARK, memory_of
+from inbox_testkit.bench.cli import parse_pinned, print_result
+from inbox_testkit.bench.harness import memory_of
 from inbox_testkit.bench.loadgen import CpuWatch
 
 BATCH = 64
 PREVIEW_CHARS = 200
-_DUPLICATE_KEY = 11000
 
 
 class ContractError(RuntimeError):
@@ -247,18 +246,6 @@ class MinimalConsumer:
         await insert_new(self._db[WEBHOOK_EVENTS], batch.ledger)
 
 
-async def insert_new(collection: AsyncCollection[Document], docs: list[Document]) -> None:
-    """One unordered ``insert_many``; documents already there (a redelivery) are skipped."""
-    if not docs:
-        return
-    try:
-        await collection.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
-
-
 async def bulk(collection: AsyncCollection[Document], ops: list[UpdateOne]) -> None:
     if ops:
         await collection.bulk_write(ops, ordered=False)
@@ -409,19 +396,15 @@ def main() -> None:
         "batch of one-body messages than --in-flight)",
     )
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    parser.add_argument("--watch", action="append", default=[], help="name=pid: report its CPU use")
-    args = parser.parse_args()
+    args = parse_pinned(parser)
     args.prefetch = args.prefetch or (args.in_flight + 1) * args.batch
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    watch = CpuWatch({"minimal consumer": os.getpid(), **CpuWatch.parse(args.watch)})
+    watch = CpuWatch.of_self("minimal consumer", args.watch)
     try:
         result = uvloop.run(run(args, watch))
     except (ContractError, TimeoutError) as exc:
         print(f"minimal consumer: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(JSON_MARK + json.dumps(result, default=str), flush=True)
+    print_result(result, default=str)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from inbox_common.broker.topology import Names
-from inbox_common.local.ports import free_port
 from inbox_ingest.service import MAX_BATCH_BODIES
+from inbox_testkit.bench.cli import child_command
 from inbox_testkit.bench.harness import (
     BENCH_DIR,
     WEBHOOK_PATH,
@@ -51,16 +51,18 @@ from inbox_testkit.bench.harness import (
     declare_count_queue,
     get_json,
     pinned,
+    profiler,
     queue_counts,
     run_child,
     scrape_outcomes,
     settled,
     start_profile,
+    start_server,
     stop_profile,
-    venv_command,
     wait_http,
 )
 from inbox_testkit.bench.loadgen import CpuWatch, find_pid
+from inbox_testkit.bench.stack import service_env, start_ingest
 
 CASES = ("ingest", "bare", "raw", "raw1", "pywa")
 TARGET_BARE_RATIO = 0.5
@@ -150,19 +152,16 @@ def generate_load(
         runs.append(measured)
         ok_total = sum(r["requests"] - r["bad_status"] for r in runs)
         return Load(measured, ok_total, exact=False, runs=len(runs))
-    cmd = [
-        sys.executable,
-        "-m",
-        "inbox_testkit.bench.loadgen",
+    cmd = child_command(
+        "loadgen",
         url,
         str(path),
         f"--connections={args.connections}",
         f"--warmup={args.warmup}",
         f"--duration={args.duration}",
-        *(f"--watch={name}={pid}" for name, pid in watch.items()),
-    ]
-    if cores.load is not None:
-        cmd.append(f"--cpu={cores.load}")
+        watch=watch,
+        cpu=cores.load,
+    )
     result = run_child(cmd, "the Python load generator", timeout=args.warmup + args.duration + 60)
     return Load(result, result["ok_total"], exact=True, runs=1)
 
@@ -221,23 +220,10 @@ def count_rule(load: Load, connections: int) -> tuple[int, str]:
 def case_ingest(ctx: Context) -> dict[str, Any]:
     args = ctx.args
     names = Names(f"{ctx.run_id}-a")
-    port = free_port()
-    env = {
-        **os.environ,
-        "WHATSAPP_WEBHOOK_SECRET": ctx.secret,
-        "WHATSAPP_WEBHOOK_VERIFY_TOKEN": secrets.token_hex(8),
-        "AMQP_NAMESPACE": names.namespace,
-        "WEBHOOK_INGEST_PORT": str(port),
-        "HTTP_HOST": "127.0.0.1",
-        "RABBITMQ_URL": args.rabbitmq_url,
-        "LOG_LEVEL": "WARNING",
-    }
-    cmd = venv_command("webhook-ingest", "inbox_ingest")
     try:
-        service = ctx.processes.start(
-            "webhook-ingest", cmd, cpu=ctx.cores.server, log=ctx.workdir / "ingest.log", env=env
+        service, base = start_ingest(
+            ctx, service_env(ctx, names), log="ingest.log", cpu=ctx.cores.server
         )
-        base = f"http://127.0.0.1:{port}"
         wait_http(base + "/api/health", service)  # 200 once the topology is declared
         # Equal broker work with case raw: the same extra queue bound to the exchange.
         asyncio.run(declare_count_queue(args.rabbitmq_url, names, with_topology=False))
@@ -284,10 +270,8 @@ def case_raw(ctx: Context, batch: int = MAX_BATCH_BODIES) -> dict[str, Any]:
     names = Names(f"{ctx.run_id}-{case}")
     try:
         asyncio.run(declare_count_queue(args.rabbitmq_url, names, with_topology=True))
-        cmd = [
-            sys.executable,
-            "-m",
-            "inbox_testkit.bench.raw_publish",
+        cmd = child_command(
+            "raw_publish",
             args.rabbitmq_url,
             names.webhooks_exchange,
             str(ctx.bodies_path),
@@ -295,17 +279,14 @@ def case_raw(ctx: Context, batch: int = MAX_BATCH_BODIES) -> dict[str, Any]:
             f"--batch={batch}",
             f"--warmup={args.warmup}",
             f"--duration={args.duration}",
-            *(f"--watch={name}={pid}" for name, pid in broker_pid().items()),
-        ]
-        if ctx.cores.server is not None:
-            cmd.append(f"--cpu={ctx.cores.server}")
-
-        def profile_raw(pid: int) -> Callable[[], None]:
-            profile = start_profile(args, ctx.run_id, pid, ctx.label(case))
-            return lambda: stop_profile(profile)
-
+            watch=broker_pid(),
+            cpu=ctx.cores.server,
+        )
         result = run_child(
-            cmd, "raw_publish", timeout=args.warmup + args.duration + 90, on_start=profile_raw
+            cmd,
+            "raw_publish",
+            timeout=args.warmup + args.duration + 90,
+            on_start=profiler(args, ctx.run_id, ctx.label(case)),
         )
         counts = asyncio.run(queue_counts(args.rabbitmq_url, names))
     finally:
@@ -336,17 +317,10 @@ def _http_server_case(
 ) -> dict[str, Any]:
     """Start a one-process HTTP server on ``--port``, load it, stop it."""
     args = ctx.args
-    port = free_port()
     try:
-        service = ctx.processes.start(
-            name,
-            [*cmd, f"--port={port}"],
-            cpu=ctx.cores.server,
-            log=ctx.workdir / f"{case}.log",
-            env=env,
+        service, base = start_server(
+            ctx.processes, name, cmd, log=ctx.workdir / f"{case}.log", cpu=ctx.cores.server, env=env
         )
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/livez", service)
         affinity = affinity_of(service.process.pid)
         watch = {name: service.process.pid, **broker_pid()}
         profile = start_profile(args, ctx.run_id, service.process.pid, ctx.label(case))

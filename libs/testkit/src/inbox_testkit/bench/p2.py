@@ -32,18 +32,15 @@ Target: inbox-api rate >= 0.9 x the minimal consumer's, on each backlog.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aio_pika
 
 from inbox_common.broker.topology import Names
-from inbox_common.local.ports import free_port
 from inbox_testkit.bench import backlog, bodies
+from inbox_testkit.bench.cli import child_command
 from inbox_testkit.bench.harness import (
     BenchError,
     Service,
@@ -51,15 +48,16 @@ from inbox_testkit.bench.harness import (
     cleanup_namespace,
     metric_values,
     number_queues,
+    profiler,
     queue_counts,
     run_child,
     start_profile,
     start_secantus,
     stop_profile,
-    venv_command,
 )
 from inbox_testkit.bench.loadgen import CpuWatch
 from inbox_testkit.bench.p1 import Context, broker_pid
+from inbox_testkit.bench.stack import service_env, start_inbox_api
 from inbox_testkit.bench.store_state import (
     DB_NAME,
     PHONE_NUMBER_ID,
@@ -157,23 +155,13 @@ def drain_inbox_api(
     ctx: Context, store: Store, names: Names, db_name: str, queued: backlog.Backlog
 ) -> dict[str, Any]:
     args = ctx.args
-    port = free_port()
-    env = {
-        **os.environ,
-        "AMQP_NAMESPACE": names.namespace,
-        "RABBITMQ_URL": args.rabbitmq_url,
-        "MONGODB_URL": store.url,
-        "MONGODB_DB": db_name,
-        "INBOX_API_PORT": str(port),
-        "HTTP_HOST": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    service = ctx.processes.start(
-        "inbox-api",
-        venv_command("inbox-api", "inbox_api"),
+    service, base = start_inbox_api(
+        ctx,
+        service_env(ctx, names),
+        store.url,
+        log=f"inbox-api-p2-{queued.shape}.log",
+        db=db_name,
         cpu=ctx.cores.server,
-        log=ctx.workdir / f"inbox-api-p2-{queued.shape}.log",
-        env=env,
     )
     meter = CpuWatch(
         {"inbox-api": service.process.pid, "secantusdb": store.service.process.pid} | broker_pid()
@@ -188,7 +176,7 @@ def drain_inbox_api(
             watch_inbox_api(
                 args.rabbitmq_url,
                 names,
-                f"http://127.0.0.1:{port}",
+                base,
                 queued,
                 service,
                 store.url,
@@ -211,10 +199,8 @@ def drain_minimal(
 ) -> dict[str, Any]:
     args = ctx.args
     watch = {"secantusdb": store.service.process.pid} | broker_pid()
-    cmd = [
-        sys.executable,
-        "-m",
-        "inbox_testkit.bench.minimal_consumer",
+    cmd = child_command(
+        "minimal_consumer",
         args.rabbitmq_url,
         names.webhooks_queue,
         store.url,
@@ -222,16 +208,15 @@ def drain_minimal(
         f"--events={queued.events}",
         f"--timeout={args.p2_timeout}",
         f"--in-flight={args.p2_minimal_in_flight}",
-        *(f"--watch={name}={pid}" for name, pid in watch.items()),
-    ]
-    if ctx.cores.server is not None:
-        cmd.append(f"--cpu={ctx.cores.server}")
-
-    def profile(pid: int) -> Callable[[], None]:
-        recording = start_profile(args, ctx.run_id, pid, f"consume-{queued.shape}-minimal")
-        return lambda: stop_profile(recording)
-
-    child = run_child(cmd, "minimal_consumer", timeout=args.p2_timeout + 60, on_start=profile)
+        watch=watch,
+        cpu=ctx.cores.server,
+    )
+    child = run_child(
+        cmd,
+        "minimal_consumer",
+        timeout=args.p2_timeout + 60,
+        on_start=profiler(args, ctx.run_id, f"consume-{queued.shape}-minimal"),
+    )
     if "peak_rss_mb" in child:
         ctx.processes.memory.append(
             {
@@ -335,18 +320,15 @@ def case_consume(ctx: Context) -> dict[str, Any]:
                     result = drain(ctx, store, payloads, shape, consumer, len(every))
                     every.append({**result, "round": number + 1})
         print("  insert_many and bulk upsert references ...", flush=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "inbox_testkit.bench.raw_insert",
+        cmd = child_command(
+            "raw_insert",
             store.url,
             f"{DB_NAME}_raw",
             f"--count={total}",
             "--batch=1000",
             "--rounds=5",
-        ]
-        if ctx.cores.server is not None:
-            cmd.append(f"--cpu={ctx.cores.server}")
+            cpu=ctx.cores.server,
+        )
         raw = run_child(cmd, "raw_insert", timeout=300)
     finally:
         ctx.processes.stop_named("inbox-api", "secantusdb")

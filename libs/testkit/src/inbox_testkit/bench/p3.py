@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import sys
 import time
 from typing import Any
 
 import pymongo
 
 from inbox_common.broker.topology import Names
-from inbox_common.local.ports import free_port
 from inbox_common.store.client import create_client
 from inbox_common.store.schema import WEBHOOK_EVENTS
 from inbox_common.tokens import Role, create_token
+from inbox_testkit.bench.cli import child_command
 from inbox_testkit.bench.harness import (
     WEBHOOK_PATH,
     QueueWatch,
@@ -49,10 +47,11 @@ from inbox_testkit.bench.harness import (
     start_profile,
     start_secantus,
     stop_profile,
-    venv_command,
     wait_http,
 )
+from inbox_testkit.bench.open_loop import sampled_arguments
 from inbox_testkit.bench.p1 import Context, broker_pid
+from inbox_testkit.bench.stack import service_env, start_inbox_api, start_ingest
 from inbox_testkit.bench.store_state import (
     DB_NAME,
     PHONE_NUMBER_ID,
@@ -101,40 +100,9 @@ def case_e2e(ctx: Context) -> dict[str, Any]:
     try:
         asyncio.run(prepare_store(store.url, DB_NAME, PHONE_NUMBER_ID))
         token = asyncio.run(admin_token(store.url))
-        ingest_port, api_port = free_port(), free_port()
-        common = {
-            **os.environ,
-            "AMQP_NAMESPACE": names.namespace,
-            "RABBITMQ_URL": args.rabbitmq_url,
-            "HTTP_HOST": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
-        }
-        api = ctx.processes.start(
-            "inbox-api",
-            venv_command("inbox-api", "inbox_api"),
-            cpu=None,
-            log=ctx.workdir / "inbox-api-p3.log",
-            env={
-                **common,
-                "MONGODB_URL": store.url,
-                "MONGODB_DB": DB_NAME,
-                "INBOX_API_PORT": str(api_port),
-            },
-        )
-        ingest = ctx.processes.start(
-            "webhook-ingest",
-            venv_command("webhook-ingest", "inbox_ingest"),
-            cpu=None,
-            log=ctx.workdir / "ingest-p3.log",
-            env={
-                **common,
-                "WHATSAPP_WEBHOOK_SECRET": ctx.secret,
-                "WHATSAPP_WEBHOOK_VERIFY_TOKEN": secrets.token_hex(8),
-                "WEBHOOK_INGEST_PORT": str(ingest_port),
-            },
-        )
-        api_base = f"http://127.0.0.1:{api_port}"
-        ingest_base = f"http://127.0.0.1:{ingest_port}"
+        common = service_env(ctx, names)
+        api, api_base = start_inbox_api(ctx, common, store.url, log="inbox-api-p3.log")
+        ingest, ingest_base = start_ingest(ctx, common, log="ingest-p3.log")
         wait_http(api_base + "/api/health", api)
         wait_http(ingest_base + "/api/health", ingest)
         # Counts the AMQP messages the ingest publishes (bodies per message).
@@ -146,23 +114,22 @@ def case_e2e(ctx: Context) -> dict[str, Any]:
             "secantusdb": store.service.process.pid,
             **broker_pid(),
         }
-        cmd = [
-            sys.executable,
-            "-m",
-            "inbox_testkit.bench.e2e_client",
+        cmd = child_command(
+            "e2e_client",
             f"--ingest={ingest_base}{WEBHOOK_PATH}",
             f"--api={api_base}",
-            f"--phone-number-id={PHONE_NUMBER_ID}",
-            f"--rate={rate}",
-            f"--duration={args.p3_duration}",
-            f"--warmup={args.warmup}",
-            f"--contacts={args.p3_contacts}",
-            f"--tracked={args.p3_tracked}",
-            f"--poll-interval={args.poll_interval_ms / 1e3}",
-            *(f"--watch={name}={pid}" for name, pid in watch.items()),
-        ]
-        if ctx.cores.load is not None:
-            cmd.append(f"--cpu={ctx.cores.load}")
+            *sampled_arguments(
+                PHONE_NUMBER_ID,
+                rate=rate,
+                duration=args.p3_duration,
+                warmup=args.warmup,
+                contacts=args.p3_contacts,
+                tracked=args.p3_tracked,
+                poll_interval_ms=args.poll_interval_ms,
+            ),
+            watch=watch,
+            cpu=ctx.cores.load,
+        )
         env = {**os.environ, "BENCH_WEBHOOK_SECRET": ctx.secret, "BENCH_API_TOKEN": token}
         profiles = [
             start_profile(args, ctx.run_id, api.process.pid, "e2e-inbox-api"),

@@ -11,7 +11,6 @@ uvloop, one process, no access log.
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
@@ -21,6 +20,8 @@ import uvicorn  # type: ignore[import-not-found, unused-ignore]
 from fastapi import FastAPI  # type: ignore[import-not-found, unused-ignore]
 from pywa_async.client import WhatsApp  # type: ignore[import-not-found, unused-ignore]
 from pywa_async.handlers import MessageHandler  # type: ignore[import-not-found, unused-ignore]
+
+from inbox_testkit.bench.cli import server_args
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 
@@ -61,12 +62,7 @@ def create_app(secret: str, verify_token: str) -> tuple[Any, Counter]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    args = server_args(__doc__)
     secret = os.environ["WHATSAPP_WEBHOOK_SECRET"]
     verify_token = os.environ["WHATSAPP_WEBHOOK_VERIFY_TOKEN"]
     app, _ = create_app(secret, verify_token)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import time
@@ -28,6 +27,7 @@ from pymongo import UpdateOne
 
 from inbox_common.store.client import create_client
 from inbox_sandbox.payloads import new_wamid
+from inbox_testkit.bench.cli import parse_pinned, print_result
 
 
 def documents(count: int, *, seed: int = 5) -> list[dict[str, Any]]:
@@ -122,12 +122,9 @@ def main() -> None:
     parser.add_argument(
         "--upserts", type=int, default=1000, help="documents of the bulk-upsert reference"
     )
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    args = parse_pinned(parser, watch=False)
     result = uvloop.run(run(args.url, args.db, args.count, args.batch, args.rounds, args.upserts))
-    print("BENCH_JSON " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 if __name__ == "__main__":

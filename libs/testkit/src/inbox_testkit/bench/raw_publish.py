@@ -18,9 +18,6 @@ confirm. Prints one line ``BENCH_JSON {...}``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,9 +27,11 @@ import aio_pika
 import uvloop
 
 from inbox_common.broker.topology import WEBHOOK_ROUTING_KEY
-from inbox_common.contracts.delivery import WebhookDelivery, batch_message
+from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_testkit.bench import bodies
-from inbox_testkit.bench.loadgen import CpuWatch, percentile
+from inbox_testkit.bench.backlog import ingest_message
+from inbox_testkit.bench.cli import parse_pinned, print_result
+from inbox_testkit.bench.loadgen import CpuWatch, Phase, closed_loop, wrk_latency
 
 
 def identities(pairs: list[tuple[str, bytes]]) -> list[WebhookDelivery]:
@@ -43,28 +42,6 @@ def identities(pairs: list[tuple[str, bytes]]) -> list[WebhookDelivery]:
         )
         for _, body in pairs
     ]
-
-
-def message(group: list[WebhookDelivery]) -> aio_pika.Message:
-    """The message webhook-ingest would publish for ``group`` (one body, or a batch)."""
-    if len(group) == 1:
-        delivery = group[0]
-        return aio_pika.Message(
-            delivery.body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=delivery.sha256,
-            headers=dict(delivery.headers()),
-            content_type="application/json",
-            timestamp=delivery.received_at,
-        )
-    body, headers, message_id = batch_message(group)
-    return aio_pika.Message(
-        body,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message_id,
-        headers=headers,
-        timestamp=group[0].received_at,
-    )
 
 
 async def run(
@@ -82,21 +59,19 @@ async def run(
     failures = 0
     confirmed_total = bodies_total = 0
     index = sent = 0
-    measuring = False
-    stopping = False
     connection = await aio_pika.connect(url, client_properties={"connection_name": "bench-raw"})
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(exchange_name, ensure=False)
 
-        async def publisher() -> None:
+        async def publisher(phase: Phase) -> None:
             nonlocal index, sent, measured, measured_bodies, failures, confirmed_total
             nonlocal bodies_total
-            while not stopping:
+            while not phase.stopping:
                 group = [items[(index + k) % len(items)] for k in range(batch)]
                 index += batch
                 sent += 1
-                outgoing = message(group)
+                outgoing = ingest_message(group)
                 began = time.perf_counter()
                 ok = True
                 try:
@@ -106,24 +81,13 @@ async def run(
                 elapsed = time.perf_counter() - began
                 confirmed_total += ok
                 bodies_total += batch if ok else 0
-                if measuring:
+                if phase.measuring:
                     measured += 1
                     measured_bodies += batch if ok else 0
                     failures += not ok
                     latencies.append(elapsed)
 
-        tasks = [asyncio.create_task(publisher()) for _ in range(concurrency)]
-        await asyncio.sleep(warmup)
-        measuring = True
-        started = time.perf_counter()
-        watch.start()
-        await asyncio.sleep(duration)
-        measuring = False
-        cpu = watch.stop()
-        elapsed = time.perf_counter() - started
-        stopping = True
-        await asyncio.gather(*tasks)
-    ordered = sorted(latencies)
+        elapsed, cpu = await closed_loop(publisher, concurrency, warmup, duration, watch)
     return {
         "generator": "aio-pika",
         "duration_s": elapsed,
@@ -132,14 +96,7 @@ async def run(
         "batch": batch,
         "bad_status": failures,
         "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
-        "latency_ms": {
-            "p50": percentile(ordered, 50) * 1e3,
-            "p90": percentile(ordered, 90) * 1e3,
-            "p99": percentile(ordered, 99) * 1e3,
-            "p999": percentile(ordered, 99.9) * 1e3,
-            "mean": sum(ordered) / len(ordered) * 1e3 if ordered else 0.0,
-            "max": (ordered[-1] if ordered else 0.0) * 1e3,
-        },
+        "latency_ms": wrk_latency(latencies),
         "ok_total": confirmed_total,
         "bodies_total": bodies_total,
         "sent_total": sent,
@@ -156,13 +113,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="bodies per message")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    parser.add_argument("--watch", action="append", default=[], help="name=pid: report its CPU use")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    args = parse_pinned(parser)
     items = identities(bodies.read(args.bodies))
-    watch = CpuWatch({"raw publisher": os.getpid(), **CpuWatch.parse(args.watch)})
+    watch = CpuWatch.of_self("raw publisher", args.watch)
     result = uvloop.run(
         run(
             args.url,
@@ -175,7 +128,7 @@ def main() -> None:
             watch,
         )
     )
-    print("BENCH_JSON " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from inbox_testkit.bench import p1
-from inbox_testkit.bench.layout import cpu_text, mark, render
+from inbox_testkit.bench.layout import Json, case_table, cpu_text, latency_row, mark, render
 from inbox_testkit.bench.live import TARGET_LIVE_P99_MS, TARGET_LIVE_RSS_MB
 from inbox_testkit.bench.p1 import TARGET_BARE_RATIO, TARGET_P99_MS, TARGET_PEER_RATIO
 from inbox_testkit.bench.p2 import TARGET_RATIO as TARGET_CONSUME_RATIO
@@ -209,29 +209,14 @@ def p1_table(report: dict[str, Any]) -> list[str]:
 def p1_ratios(report: dict[str, Any]) -> list[str]:
     ratios: dict[str, Any] = report["ratios"]
     cases: dict[str, Any] = report["cases"]
-    lines = []
-    if "ingest/bare" in ratios:
-        value = ratios["ingest/bare"]
-        per_cpu = ratios.get("ingest/bare per CPU-s")
-        lines.append(
-            f"ingest/bare = {value:.2f}   (target >= {TARGET_BARE_RATIO}: "
-            f"{mark(value >= TARGET_BARE_RATIO)})"
-            + (f"; per CPU-second of the server process {per_cpu:.2f}" if per_cpu else "")
-        )
+    lines = target_ratio(ratios, "ingest/bare", TARGET_BARE_RATIO)
     if ok(cases, "ingest"):
         p99 = cases["ingest"]["result"]["latency_ms"]["p99"]
         lines.append(
             f"ingest p99  = {p99:.1f} ms at {report['args']['connections']} connections "
             f"(target <= {TARGET_P99_MS:g} ms: {mark(p99 <= TARGET_P99_MS)})"
         )
-    if "ingest/pywa" in ratios:
-        value = ratios["ingest/pywa"]
-        per_cpu = ratios.get("ingest/pywa per CPU-s")
-        lines.append(
-            f"ingest/pywa = {value:.2f}   (target >= {TARGET_PEER_RATIO}: "
-            f"{mark(value >= TARGET_PEER_RATIO)})"
-            + (f"; per CPU-second of the server process {per_cpu:.2f}" if per_cpu else "")
-        )
+    lines += target_ratio(ratios, "ingest/pywa", TARGET_PEER_RATIO)
     if "ingest/raw" in ratios:
         lines.append(
             f"ingest/raw  = {ratios['ingest/raw']:.2f}   (the broker ceiling for micro-batches "
@@ -245,15 +230,24 @@ def p1_ratios(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def target_ratio(ratios: dict[str, Any], name: str, target: float) -> list[str]:
+    """The line of a ratio with a target (none when it was not measured), and its value per
+    CPU-second of the server process when known."""
+    if name not in ratios:
+        return []
+    value = ratios[name]
+    per_cpu = ratios.get(f"{name} per CPU-s")
+    return [
+        f"{name} = {value:.2f}   (target >= {target}: {mark(value >= target)})"
+        + (f"; per CPU-second of the server process {per_cpu:.2f}" if per_cpu else "")
+    ]
+
+
 # -- P2 ------------------------------------------------------------------------------------
 
 
-def p2_table(report: dict[str, Any]) -> list[str]:
-    case = report["cases"].get("consume")
-    if case is None:
-        return []
-    if "error" in case:
-        return ["P2 consume", f"FAILED: {case['error'][:300]}"]
+@case_table("consume", "P2 consume")
+def p2_table(case: Json) -> list[str]:
     concern = ", ".join(f"{k}={v}" for k, v in case["write_concern"].items())
     rows: list[tuple[str, ...]] = [("case", "events/s", "events", "AMQP msgs", "seconds", "notes")]
     for d in case["drains"]:
@@ -350,12 +344,8 @@ def p2_table(report: dict[str, Any]) -> list[str]:
 # -- P3 and P5 -----------------------------------------------------------------------------
 
 
-def p3_table(report: dict[str, Any]) -> list[str]:
-    case = report["cases"].get("e2e")
-    if case is None:
-        return []
-    if "error" in case:
-        return ["P3 end to end", f"FAILED: {case['error'][:300]}"]
+@case_table("e2e", "P3 end to end")
+def p3_table(case: Json) -> list[str]:
     result = case["result"]
     post = result["post_latency_ms"]
     visible = result["visible_latency_ms"]
@@ -363,27 +353,21 @@ def p3_table(report: dict[str, Any]) -> list[str]:
     span = max(1.0, float(result["duration_s"]))
     rows: list[tuple[str, ...]] = [
         ("measure", "count", "p50 ms", "p90 ms", "p99 ms", "max ms", "notes"),
-        (
+        latency_row(
             "POST -> 200 (ingest)",
-            str(post["count"]),
-            f"{post['p50']:.1f}",
-            f"{post['p90']:.1f}",
-            f"{post['p99']:.1f}",
-            f"{post['max']:.1f}",
+            post,
             f"offered {result['offered_rate']:g}/s, sent {result['sent_rate']:.1f}/s, "
             f"non-200 {result['bad_status'] + result['errors']}",
+            middle="p90",
         ),
-        (
+        latency_row(
             "POST -> visible via GET",
-            str(visible["count"]),
-            f"{visible['p50']:.1f}",
-            f"{visible['p90']:.1f}",
-            f"{visible['p99']:.1f}",
-            f"{visible['max']:.1f}",
+            visible,
             f"{result['tracked']} of {result['contacts']} conversations timed, each polled every "
             f"{result['poll_interval_ms']:g} ms while waiting ({result['gets'] / span:.0f} GET/s, "
             f"GET p50 {result['get_latency_ms']['p50']:.1f} ms); not visible after the "
             f"drain {result['sampled_unseen']} (counted at the time waited)",
+            middle="p90",
         ),
     ]
     p99 = float(visible["p99"])

@@ -3,24 +3,9 @@ updates reaching their browsers (live), each against its baseline of the same ru
 
 from __future__ import annotations
 
-from typing import Any
-
-from inbox_testkit.bench.layout import cpu_text, mark, render
+from inbox_testkit.bench.layout import Json, case_table, cpu_text, latency_row, mark, render
 from inbox_testkit.bench.live import TARGET_LIVE_P99_MS, TARGET_LIVE_RSS_MB
 from inbox_testkit.bench.send import TARGET_SANDBOX_P99_MS, TARGET_SENT_P99_MS
-
-
-def _row(label: str, values: dict[str, float], note: str) -> tuple[str, ...]:
-    return (
-        label,
-        str(values["count"]),
-        f"{values['p50']:.1f}",
-        f"{values['p95']:.1f}",
-        f"{values['p99']:.1f}",
-        f"{values['max']:.1f}",
-        note,
-    )
-
 
 QUEUE_LABELS = {
     "webhooks": "the webhook queue (the status webhooks, for inbox-api's consumer)",
@@ -29,30 +14,26 @@ QUEUE_LABELS = {
 HEADER = ("measure", "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "notes")
 
 
-def send_table(report: dict[str, Any]) -> list[str]:
-    case = report["cases"].get("send")
-    if case is None:
-        return []
-    if "error" in case:
-        return ["Send", f"FAILED: {case['error'][:300]}"]
+@case_table("send", "Send")
+def send_table(case: Json) -> list[str]:
     result, base, check = case["result"], case["baseline"], case["verification"]
     span = max(1.0, float(result["duration_s"]))
     reached, visible = result["reached_sandbox_ms"], result["sent_visible_ms"]
     rows: list[tuple[str, ...]] = [
         HEADER,
-        _row(
+        latency_row(
             "POST /messages -> 202",
             result["post_latency_ms"],
             f"offered {result['offered_rate']:g}/s, sent {result['sent_rate']:.1f}/s, failed "
             f"POSTs {check['post_failures']}",
         ),
-        _row(
+        latency_row(
             "POST -> the sandbox has it",
             reached,
             f"ledger accepted_at - POST start; not there after the drain "
             f"{result['not_reached']} (counted at the time waited)",
         ),
-        _row(
+        latency_row(
             "POST -> status sent via GET",
             visible,
             f"{result['tracked']} of {result['contacts']} conversations polled every "
@@ -60,12 +41,14 @@ def send_table(report: dict[str, Any]) -> list[str]:
             f"GET/s, GET p50 {result['get_latency_ms']['p50']:.1f} ms); not sent after the "
             f"drain {result['sampled_unsent']}, failed {result['sampled_failed']}",
         ),
-        _row(
+        latency_row(
             "baseline: POST -> answer",
             base["post_latency_ms"],
             "straight to a sandbox's Graph endpoint (the Cloud API's own round trip)",
         ),
-        _row("baseline: POST -> has it", base["reached_sandbox_ms"], "its ledger's accepted_at"),
+        latency_row(
+            "baseline: POST -> has it", base["reached_sandbox_ms"], "its ledger's accepted_at"
+        ),
     ]
     bound = ">= " if result["sampled_unsent"] else ""
     reached_bound = ">= " if result["not_reached"] else ""
@@ -106,18 +89,14 @@ def send_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def live_table(report: dict[str, Any]) -> list[str]:
-    case = report["cases"].get("live")
-    if case is None:
-        return []
-    if "error" in case:
-        return ["Live", f"FAILED: {case['error'][:300]}"]
+@case_table("live", "Live")
+def live_table(case: Json) -> list[str]:
     inbox, bare, check = case["inbox"], case["bare"], case["verification"]
     rows: list[tuple[str, ...]] = [HEADER]
     for label, run in (("inbox-api A -> B", inbox), ("bare fan-out", bare)):
         measured = run["measure"]
         rows.append(
-            _row(
+            latency_row(
                 f"{label}: measuring client",
                 measured["latency_ms"],
                 f"change sent -> event received; {measured['sent_rate']:.1f} changes/s, "
@@ -125,7 +104,7 @@ def live_table(report: dict[str, Any]) -> list[str]:
             )
         )
         rows.append(
-            _row(
+            latency_row(
                 f"{label}: {run['crowd']['clients']} clients",
                 run["crowd"]["latency_ms"],
                 "every client's every event (the crowd's own receive queue included)",

@@ -36,24 +36,30 @@ from inbox_common.broker.topology import Names
 from inbox_common.local.ports import free_port
 from inbox_common.store.client import create_client
 from inbox_common.store.migrations import apply_migrations
+from inbox_testkit.bench.cli import child_command
 from inbox_testkit.bench.harness import (
     BENCH_DIR,
     STARTUP_SECONDS,
+    WEBHOOK_PATH,
     QueueWatch,
     Service,
     cleanup_namespace,
+    latency_ratios,
     metric_values,
     number_queues,
     pinned,
     run_child,
     start_profile,
     start_secantus,
+    start_server,
     stop_profile,
     venv_command,
     wait_http,
 )
+from inbox_testkit.bench.open_loop import sampled_arguments
 from inbox_testkit.bench.p1 import Context, broker_pid
 from inbox_testkit.bench.p3 import admin_token
+from inbox_testkit.bench.stack import service_env, start_inbox_api, start_ingest
 from inbox_testkit.bench.store_state import DB_NAME, write_concern
 
 TARGET_SANDBOX_P99_MS = 100.0
@@ -127,23 +133,22 @@ def start_sandbox(ctx: Context, name: str, webhook_url: str, token: str) -> tupl
 
 def client_command(ctx: Context, mode: str, watch: dict[str, int], *urls: str) -> list[str]:
     args = ctx.args
-    cmd = [
-        sys.executable,
-        "-m",
-        "inbox_testkit.bench.send_client",
+    cmd = child_command(
+        "send_client",
         f"--mode={mode}",
         *urls,
-        f"--phone-number-id={PHONE_NUMBER_ID}",
-        f"--rate={args.send_rate}",
-        f"--duration={args.send_duration}",
-        f"--warmup={args.warmup}",
-        f"--contacts={args.send_contacts}",
-        f"--tracked={args.send_tracked}",
-        f"--poll-interval={args.poll_interval_ms / 1e3}",
-        *(f"--watch={name}={pid}" for name, pid in watch.items()),
-    ]
-    if ctx.cores.load is not None:
-        cmd.append(f"--cpu={ctx.cores.load}")
+        *sampled_arguments(
+            PHONE_NUMBER_ID,
+            rate=args.send_rate,
+            duration=args.send_duration,
+            warmup=args.warmup,
+            contacts=args.send_contacts,
+            tracked=args.send_tracked,
+            poll_interval_ms=args.poll_interval_ms,
+        ),
+        watch=watch,
+        cpu=ctx.cores.load,
+    )
     return pinned(cmd, ctx.cores.load)
 
 
@@ -162,21 +167,15 @@ def run_client(ctx: Context, cmd: list[str], env: dict[str, str]) -> dict[str, A
 def baseline(ctx: Context, token: str) -> dict[str, Any]:
     """The Cloud API's own round trip: the texts POSTed straight to a sandbox whose webhooks
     go to a server that only answers 200."""
-    sink_port = free_port()
-    sink = ctx.processes.start(
-        "webhook sink",
-        [sys.executable, str(BENCH_DIR / "bare_server.py"), f"--port={sink_port}"],
-        cpu=None,
-        log=ctx.workdir / "sink-send.log",
-        env=dict(os.environ),
-    )
     try:
-        wait_http(f"http://127.0.0.1:{sink_port}/livez", sink)
+        sink, sink_base = start_server(
+            ctx.processes,
+            "webhook sink",
+            [sys.executable, str(BENCH_DIR / "bare_server.py")],
+            log=ctx.workdir / "sink-send.log",
+        )
         sandbox, base = start_sandbox(
-            ctx,
-            "whatsapp-sandbox (baseline)",
-            f"http://127.0.0.1:{sink_port}/webhooks/whatsapp",
-            token,
+            ctx, "whatsapp-sandbox (baseline)", f"{sink_base}{WEBHOOK_PATH}", token
         )
         watch = {"whatsapp-sandbox": sandbox.process.pid, "webhook sink": sink.process.pid}
         cmd = client_command(
@@ -226,45 +225,19 @@ def case_send(ctx: Context) -> dict[str, Any]:
     store = start_secantus(ctx.processes, ctx.workdir, "secantusdb")
     try:
         api_token = asyncio.run(prepare_schema(store.url))
-        ingest_port, api_port = free_port(), free_port()
-        common = {
-            **os.environ,
-            "AMQP_NAMESPACE": names.namespace,
-            "RABBITMQ_URL": args.rabbitmq_url,
-            "HTTP_HOST": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
-        }
-        ingest = ctx.processes.start(
-            "webhook-ingest",
-            venv_command("webhook-ingest", "inbox_ingest"),
-            cpu=None,
-            log=ctx.workdir / "ingest-send.log",
-            env={
-                **common,
-                "WHATSAPP_WEBHOOK_SECRET": ctx.secret,
-                "WHATSAPP_WEBHOOK_VERIFY_TOKEN": secrets.token_hex(8),
-                "WEBHOOK_INGEST_PORT": str(ingest_port),
-            },
-        )
-        ingest_base = f"http://127.0.0.1:{ingest_port}"
+        common = service_env(ctx, names)
+        ingest, ingest_base = start_ingest(ctx, common, log="ingest-send.log")
         wait_http(ingest_base + "/api/health", ingest, timeout=STARTUP_SECONDS)
         sandbox, sandbox_base = start_sandbox(
-            ctx, "whatsapp-sandbox", f"{ingest_base}/webhooks/whatsapp", graph_token
+            ctx, "whatsapp-sandbox", f"{ingest_base}{WEBHOOK_PATH}", graph_token
         )
-        api = ctx.processes.start(
-            "inbox-api",
-            venv_command("inbox-api", "inbox_api"),
-            cpu=None,
-            log=ctx.workdir / "inbox-api-send.log",
-            env={
-                **common,
-                "MONGODB_URL": store.url,
-                "MONGODB_DB": DB_NAME,
-                "INBOX_API_PORT": str(api_port),
-                "WHATSAPP_API_BASE_URL": sandbox_base,
-            },
+        api, api_base = start_inbox_api(
+            ctx,
+            common,
+            store.url,
+            log="inbox-api-send.log",
+            extra={"WHATSAPP_API_BASE_URL": sandbox_base},
         )
-        api_base = f"http://127.0.0.1:{api_port}"
         wait_http(api_base + "/api/health", api, timeout=STARTUP_SECONDS)
         concern = asyncio.run(write_concern(store.url))
         watch = {
@@ -336,9 +309,4 @@ def case_send(ctx: Context) -> dict[str, Any]:
 
 def send_ratios(result: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
     """inbox-api's POST -> sandbox over the sandbox's own round trip (POST -> answer)."""
-    ours, theirs = result["reached_sandbox_ms"], base["post_latency_ms"]
-    return {
-        f"p{pct}": round(ours[f"p{pct}"] / theirs[f"p{pct}"], 1)
-        for pct in (50, 99)
-        if theirs[f"p{pct}"]
-    }
+    return latency_ratios(result["reached_sandbox_ms"], base["post_latency_ms"])

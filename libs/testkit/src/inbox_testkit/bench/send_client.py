@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import time
@@ -41,10 +40,16 @@ import aiohttp
 import uvloop
 
 from inbox_common.whatsapp import messages
-from inbox_testkit.bench.e2e_client import summary
+from inbox_testkit.bench.cli import parse_pinned, print_result
 from inbox_testkit.bench.loadgen import CpuWatch
+from inbox_testkit.bench.open_loop import (
+    FIND_SECONDS,
+    Posts,
+    Sampled,
+    add_sampled_arguments,
+    summary,
+)
 
-MAX_IN_FLIGHT = 2000
 LEDGER_PAGE = 10_000
 SETTLE_SECONDS = 10.0
 # A status at least this far along means the message was sent.
@@ -65,17 +70,9 @@ class Posted:
 
 
 @dataclass
-class Stats:
-    post_latencies: list[float] = field(default_factory=list)
+class Stats(Posts):
     sent_visible: list[float] = field(default_factory=list)
-    get_latencies: list[float] = field(default_factory=list)
-    sent: int = 0
-    ok: int = 0
-    bad_status: int = 0
-    errors: int = 0
-    dropped: int = 0
     failed_status: int = 0
-    max_lag: float = 0.0
     first_bad: str = ""
 
 
@@ -86,20 +83,16 @@ def text_body(n: int) -> dict[str, Any]:
     return {"type": "text", "text": {"body": f"Bench reply {n}: your order ships today."}}
 
 
-class Client:
+class Client(Sampled):
     def __init__(self, args: argparse.Namespace, api_token: str, graph_token: str) -> None:
-        self.args = args
+        super().__init__(args)  # self.pending: conversation -> message id -> began
         self.api_token = api_token
         self.graph_token = graph_token
         self.wa_ids = [f"4477{i:08d}" for i in range(args.contacts)]
         self.conversations: list[str] = []
         self.tracked: set[str] = set()
         self.posted: dict[int, Posted] = {}  # the text's number -> its POST
-        self.pending: dict[str, dict[str, float]] = {}  # conversation -> message id -> began
         self.stats = Stats()
-        self.measuring = False
-        self.stopping = False
-        self.in_flight: set[asyncio.Task[None]] = set()
         self.ledger: list[dict[str, Any]] = []
         self.ledger_dropped = 0
         self.drained_s = 0.0
@@ -136,27 +129,18 @@ class Client:
 
     async def find_conversations(self, api: aiohttp.ClientSession) -> None:
         """The conversations the customers opened, once inbox-api shows their window open."""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + FIND_SECONDS
         for wa_id in self.wa_ids:
-            url = f"{self.args.api}/api/conversations?wa_id={wa_id}&limit=1"
-            while True:
-                async with api.get(url) as response:
-                    if response.status != 200:
-                        raise RuntimeError(f"GET {url}: HTTP {response.status}")
-                    items = (await response.json())["items"]
-                if items and items[0].get("last_inbound_at"):
-                    self.conversations.append(items[0]["id"])
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no conversation with {wa_id} after 60 s")
-                await asyncio.sleep(0.05)
+            self.conversations.append(
+                await self.find_conversation(api, wa_id, deadline, inbound=True)
+            )
         self.tracked = set(self.conversations[: self.args.tracked])
         self.pending = {conversation: {} for conversation in self.tracked}
 
     async def first_send(self, posts: aiohttp.ClientSession, polls: aiohttp.ClientSession) -> None:
         """One message, until the sandbox has it: the channel's sender is running (it may
         start a moment after the channel is created). Counted in the check, not timed."""
-        await self.post(posts, -1)
+        await self.send(posts, -1)
         if self.posted[-1].key is None:
             raise RuntimeError(f"the first send was refused: {self.stats.first_bad}")
         deadline = time.monotonic() + 60
@@ -175,7 +159,9 @@ class Client:
 
     # --- sending ----------------------------------------------------------------------------
 
-    async def post(self, session: aiohttp.ClientSession, n: int) -> None:
+    async def send(self, session: aiohttp.ClientSession, n: int) -> None:
+        """Text ``n``: to conversation ``n`` of ``--contacts`` in turn, or straight to the
+        sandbox's Graph endpoint."""
         measured = self.measuring
         if self.args.mode == "inbox":
             conversation = self.conversations[n % len(self.conversations)]
@@ -219,55 +205,19 @@ class Client:
             stats.ok += status == want
             stats.post_latencies.append(elapsed)
 
-    async def offer(self, session: aiohttp.ClientSession, seconds: float, first: int) -> int:
-        """Offer ``--rate`` sends a second for ``seconds``; returns the next number."""
-        loop = asyncio.get_running_loop()
-        rate = self.args.rate
-        start = loop.time()
-        i = 0
-        while i / rate < seconds:
-            due = start + i / rate
-            now = loop.time()
-            if due > now:
-                await asyncio.sleep(due - now)
-            elif self.measuring:
-                self.stats.max_lag = max(self.stats.max_lag, now - due)
-            i += 1
-            if len(self.in_flight) >= MAX_IN_FLIGHT:
-                self.stats.dropped += self.measuring
-                continue
-            task = asyncio.create_task(self.post(session, first + i - 1))
-            self.in_flight.add(task)
-            task.add_done_callback(self.in_flight.discard)
-        return first + i
-
     # --- observing --------------------------------------------------------------------------
 
-    async def poll(self, api: aiohttp.ClientSession, conversation: str) -> None:
-        """List ``conversation``'s newest messages while one of its sample is not sent yet."""
-        pending = self.pending[conversation]
-        url = f"{self.args.api}/api/conversations/{conversation}/messages?limit=20"
-        while not self.stopping:
-            if pending:
-                began = time.perf_counter()
-                try:
-                    async with api.get(url) as response:
-                        data = await response.json() if response.status == 200 else {}
-                except (aiohttp.ClientError, TimeoutError):
-                    data = {}
-                now = time.perf_counter()
-                self.stats.get_latencies.append(now - began)
-                for item in data.get("items", []):
-                    status = item.get("status")
-                    if status in SENT_OR_LATER or status == "failed":
-                        sent_at = pending.pop(item.get("id"), None)
-                        if sent_at is None:
-                            continue
-                        if status == "failed":
-                            self.stats.failed_status += 1
-                        else:
-                            self.stats.sent_visible.append(now - sent_at)
-            await asyncio.sleep(self.args.poll_interval)
+    def listed(self, item: dict[str, Any], pending: dict[str, float], now: float) -> None:
+        """A listed message of the sample that is sent (or later) or failed: settled."""
+        status = item.get("status")
+        if status in SENT_OR_LATER or status == "failed":
+            sent_at = pending.pop(item.get("id") or "", None)
+            if sent_at is None:
+                return
+            if status == "failed":
+                self.stats.failed_status += 1
+            else:
+                self.stats.sent_visible.append(now - sent_at)
 
     async def read_ledger(self, session: aiohttp.ClientSession) -> None:
         """Append the ledger entries accepted since the last read."""
@@ -327,17 +277,8 @@ class Client:
             if args.mode == "inbox":
                 await self.find_conversations(polls)
             await self.first_send(posts, polls)
-            pollers = [asyncio.create_task(self.poll(polls, c)) for c in self.pending]
-            n = await self.offer(posts, args.warmup, 0)
-            self.measuring = True
-            watch.start()
-            began = time.perf_counter()
-            await self.offer(posts, args.duration, n)
-            offered_s = time.perf_counter() - began
-            self.measuring = False
-            cpu = watch.stop()
-            if self.in_flight:
-                await asyncio.wait(set(self.in_flight), timeout=30)
+            pollers = [asyncio.create_task(self.poll(polls, c, 20)) for c in self.pending]
+            offered_s, cpu = await self.measure(posts, watch)
             await self.drain(polls)
             self.stopping = True
             await asyncio.gather(*pollers)
@@ -359,37 +300,22 @@ class Client:
             accepted_at.setdefault(number, datetime.fromisoformat(entry["accepted_at"]).timestamp())
         # A measured message not in the ledger after the drain counts with the time waited (a
         # lower bound), so that the percentiles do not improve by leaving out the slowest.
-        gave_up_wall, gave_up = time.time(), time.perf_counter()
+        gave_up_wall = time.time()
         measured = {n: posted for n, posted in self.posted.items() if posted.measured}
         reached = [accepted_at.get(n, gave_up_wall) - posted.wall for n, posted in measured.items()]
-        unsent = [
-            gave_up - began for pending in self.pending.values() for began in pending.values()
-        ]
+        unsent = self.still_pending()
         answered = self.answered()
         return {
             "mode": args.mode,
-            "offered_rate": args.rate,
-            "duration_s": offered_s,
-            "sent": stats.sent,
-            "sent_rate": stats.sent / offered_s if offered_s else 0.0,
-            "accepted": stats.ok,
-            "bad_status": stats.bad_status,
-            "errors": stats.errors,
+            **self.offered(offered_s, stats),
             "first_bad": stats.first_bad,
-            "dropped_client_backlog": stats.dropped,
-            "scheduler_max_lag_ms": stats.max_lag * 1e3,
-            "post_latency_ms": summary(stats.post_latencies),
             "reached_sandbox_ms": summary(reached),
             "not_reached": sum(1 for n in measured if n not in accepted_at),
             "sent_visible_ms": summary(stats.sent_visible + unsent),
             "sampled_unsent": len(unsent),
             "drain_s": round(self.drained_s, 1),
             "sampled_failed": stats.failed_status,
-            "get_latency_ms": summary(stats.get_latencies),
-            "gets": len(stats.get_latencies),
-            "contacts": args.contacts,
-            "tracked": len(self.tracked),
-            "poll_interval_ms": args.poll_interval * 1e3,
+            **self.polled(len(self.tracked)),
             "cpu_cores": cpu,
             "check": {
                 "posted": len(self.posted),
@@ -422,30 +348,16 @@ def main() -> None:
     parser.add_argument("--api", default="", help="inbox mode: inbox-api's base URL")
     parser.add_argument("--graph", default="", help="direct mode: the sandbox's messages URL")
     parser.add_argument("--sandbox", required=True, help="the sandbox's base URL")
-    parser.add_argument("--phone-number-id", required=True)
-    parser.add_argument("--rate", type=float, required=True, help="sends offered a second")
-    parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument(
-        "--drain", type=float, default=60.0, help="seconds to wait for the last messages"
-    )
-    parser.add_argument("--contacts", type=int, default=5)
-    parser.add_argument("--tracked", type=int, default=1)
-    parser.add_argument("--poll-interval", type=float, default=0.01)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
-    parser.add_argument("--watch", action="append", default=[], help="name=pid: report its CPU use")
-    args = parser.parse_args()
+    add_sampled_arguments(parser, what="sends", duration=30.0, drain=60.0, contacts=5, tracked=1)
+    args = parse_pinned(parser)
     if args.mode == "direct":
         args.tracked = 0
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
     # Tokens by environment, not argv (which any local user can read in /proc).
     api_token = os.environ.get("BENCH_API_TOKEN", "")
     graph_token = os.environ["BENCH_GRAPH_TOKEN"]
-    watch = CpuWatch({"send client": os.getpid(), **CpuWatch.parse(args.watch)})
+    watch = CpuWatch.of_self("send client", args.watch)
     result = uvloop.run(Client(args, api_token, graph_token).run(watch))
-    print("BENCH_JSON " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 if __name__ == "__main__":
