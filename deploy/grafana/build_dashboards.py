@@ -451,8 +451,8 @@ def outbound() -> dict[str, Any]:
     return dashboard(
         "inbox-outbound",
         "Inbox: outbound sends and retries",
-        "Agents' and campaigns' sends through the Cloud API, their delay tiers and the "
-        "retry worker.",
+        "Agents' and campaigns' sends through the Cloud API, their delay tiers, the "
+        "retry worker, and maintenance's tasks and channel statuses.",
         [
             row("Sender (inbox-api)"),
             panel(
@@ -527,6 +527,49 @@ def outbound() -> dict[str, Any]:
                     )
                 ],
                 unit="s",
+            ),
+            row("Maintenance (scheduled tasks, channels)"),
+            panel(
+                "Task runs in the last hour by task and result",
+                [
+                    (
+                        "sum by (task, result) (increase(maintenance_task_runs_total[1h]))",
+                        "{{task}} {{result}}",
+                    )
+                ],
+                description="All replicas together. skipped = another replica held the "
+                "task's lock; unreachable = the store did not answer. The alert "
+                "MaintenanceJobOverdue watches each task's last success.",
+            ),
+            panel(
+                "Task duration p99 by task (last hour)",
+                [
+                    (
+                        "histogram_quantile(0.99, sum by (task, le) (rate("
+                        "maintenance_task_seconds_bucket[1h])))",
+                        "{{task}}",
+                    )
+                ],
+                unit="s",
+            ),
+            panel(
+                "Tasks published by the schedule in the last hour",
+                [
+                    (
+                        "sum by (task) (increase(maintenance_schedule_published_total[1h]))",
+                        "{{task}}",
+                    )
+                ],
+                description="One message per task and period across all replicas; with the "
+                "default MAINTENANCE_SCHEDULE, stale_locks and alerts 60 an hour, stuck_sends "
+                "and dead_letters 12, channel_health 1, retention 1 a day.",
+            ),
+            panel(
+                "Channels by status",
+                [('max by (status) (channels_by_status{job="maintenance"})', "{{status}}")],
+                description="Counted from the store by every maintenance replica: max, not "
+                "sum. Disconnected channels raise ChannelDisconnected (P2) and, from 3, "
+                "ManyChannelsDisconnected (P1).",
             ),
             row("Cloud API sandbox (development only)"),
             panel(

@@ -14,6 +14,13 @@ from pydantic_settings import BaseSettings
 from inbox_common.broker.topology import Names
 
 SCALED = ("webhook-ingest", "inbox-api")
+# Every long-running service of services/ and the port it listens on.
+LONG_RUNNING = {
+    "webhook-ingest": "8080",
+    "inbox-api": "8081",
+    "retry-worker": "8082",
+    "maintenance": "8083",
+}
 ONE_SHOTS = ("mongodb-init", "migrate")
 # Distroless images without a shell or an HTTP client: no in-container health check.
 NO_HEALTHCHECK = ("otel-collector", "jaeger")
@@ -131,8 +138,7 @@ def test_each_service_accepts_its_compose_environment(
     checked = []
     for name, service in app_services(compose).items():
         folder = service["build"]["args"]["SERVICE"]
-        if not (repo / "services" / folder).is_dir():
-            continue  # being built (retry-worker, maintenance)
+        assert (repo / "services" / folder).is_dir(), f"{name}: no services/{folder}"
         cls = _settings_class(folder, repo)
         env = service_env(repo, service)
         with monkeypatch.context() as patch:
@@ -143,4 +149,28 @@ def test_each_service_accepts_its_compose_environment(
                 patch.setenv(key, value)
             cls()  # raises naming the variable that is missing or wrong
         checked.append(name)
-    assert {"webhook-ingest", "inbox-api", "migrate", "whatsapp-sandbox"} <= set(checked)
+    assert set(LONG_RUNNING) | {"migrate", "whatsapp-sandbox"} <= set(checked)
+
+
+def test_every_service_runs_and_is_probed_on_its_own_port(compose: dict[str, Any]) -> None:
+    services = app_services(compose)
+    assert set(LONG_RUNNING) <= set(services), "a service is missing from docker-compose.yml"
+    for name, port in LONG_RUNNING.items():
+        service = services[name]
+        assert service["build"]["args"]["SERVICE"] == name
+        assert service["expose"] == [port], name
+        variable = f"{name.upper().replace('-', '_')}_PORT"
+        assert service["environment"][variable] == port, f"{name}: {variable}"
+        # Readiness, as the README says: /api/health (probe.py's `health`).
+        assert service["healthcheck"]["test"][-1] == "health", name
+
+
+def test_cloud_api_callers_use_the_sandbox_and_can_decrypt_tokens(
+    repo: Path, compose: dict[str, Any]
+) -> None:
+    # inbox-api sends, maintenance's channel_health checks tokens: never Meta from compose.
+    for name in ("inbox-api", "maintenance"):
+        env = service_env(repo, compose["services"][name])
+        assert env["WHATSAPP_API_BASE_URL"] == "http://whatsapp-sandbox:8090", name
+        assert env["CHANNEL_TOKEN_KEYS"], name
+        assert "replicaSet=rs0" in env["MONGODB_URL"], name

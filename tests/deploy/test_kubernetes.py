@@ -144,3 +144,74 @@ def test_every_service_is_scraped_and_protected_from_disruption(
     assert {"RabbitmqCluster", "MongoDBCommunity"} <= {r["kind"] for r in dev}
     rabbit = _kind(dev, "ServiceMonitor")["inbox-rabbitmq"]
     assert rabbit["spec"]["endpoints"][0]["path"] == "/metrics/per-object"
+
+
+SERVICES = {"webhook-ingest", "inbox-api", "retry-worker", "maintenance"}
+
+
+def _selected(selector: dict[str, Any]) -> set[str]:
+    """The app.kubernetes.io/name values a podSelector picks (matchLabels, or an ``In``
+    expression); empty when it selects by another label."""
+    key = "app.kubernetes.io/name"
+    labels = selector.get("matchLabels", {})
+    names = {labels[key]} if key in labels else set()
+    for expression in selector.get("matchExpressions", []):
+        if expression["key"] == key and expression["operator"] == "In":
+            names |= set(expression["values"])
+    return names
+
+
+def test_every_service_is_deployed(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert set(_kind(rendered["prod"], "Deployment")) == SERVICES
+    assert set(_kind(rendered["dev"], "Deployment")) == SERVICES | {"whatsapp-sandbox"}
+    for overlay in ("dev", "prod"):
+        for name, deployment in _kind(rendered[overlay], "Deployment").items():
+            image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert f"/{name}:" in image or image.startswith(f"{name}:"), f"{overlay} {name}"
+            tag = image.rsplit(":", 1)[1]
+            assert tag == ("0.1.0" if overlay == "prod" else "dev"), f"{overlay} {name}: {image}"
+
+
+def test_only_the_cloud_api_callers_may_open_https(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    # inbox-api sends; maintenance's channel_health checks each channel's token.
+    for overlay in ("dev", "prod"):
+        https = set()
+        for policy in _kind(rendered[overlay], "NetworkPolicy").values():
+            for rule in policy["spec"].get("egress", []):
+                if any(p.get("port") == 443 for p in rule.get("ports", [])):
+                    selected = _selected(policy["spec"]["podSelector"])
+                    assert selected, f"{policy['metadata']['name']} opens HTTPS to every pod"
+                    https |= selected
+        assert https == {"inbox-api", "maintenance"}, overlay
+    # In dev both call the sandbox instead.
+    to_sandbox = _kind(rendered["dev"], "NetworkPolicy")["services-to-sandbox"]
+    assert _selected(to_sandbox["spec"]["podSelector"]) == {"inbox-api", "maintenance"}
+
+
+def test_maintenance_has_what_its_tasks_need(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    prod = rendered["prod"]
+    deployment = _kind(prod, "Deployment")["maintenance"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MAINTENANCE_PORT"]["value"] == "8083"
+    assert container["ports"] == [{"name": "http", "containerPort": 8083}]
+    for variable in ("RABBITMQ_URL", "MONGODB_URL", "CHANNEL_TOKEN_KEYS"):
+        assert "secretKeyRef" in env[variable]["valueFrom"], variable
+    assert "JOBS_API_TOKEN" not in env, "maintenance serves no jobs API"
+    (config,) = (c for c in _kind(prod, "ConfigMap").values())
+    assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"]
+    assert config["data"]["WHATSAPP_API_BASE_URL"] == "https://graph.facebook.com"
+    # Two replicas in prod; no autoscaler (its tasks run under locks, one at a time).
+    assert deployment["spec"]["replicas"] == 2
+    scaled = {
+        r["spec"]["scaleTargetRef"]["name"]
+        for r in prod
+        if r["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+    }
+    assert "maintenance" not in scaled
+    service = _kind(prod, "Service")["maintenance"]
+    assert service["spec"]["ports"][0]["port"] == 8083

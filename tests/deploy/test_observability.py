@@ -145,8 +145,18 @@ def test_prometheus_config_scrapes_every_service_and_names_the_runbook(repo: Pat
     config = yaml.safe_load((repo / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert config["global"]["external_labels"]["runbook_base_url"].startswith("https://")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for service in ("webhook-ingest", "inbox-api", "retry-worker", "whatsapp-sandbox"):
+    ports = {
+        "webhook-ingest": 8080,
+        "inbox-api": 8081,
+        "retry-worker": 8082,
+        "maintenance": 8083,
+        "whatsapp-sandbox": 8090,
+    }
+    for service, port in ports.items():
         assert service in jobs, service
+        targets = [f"{d['names'][0]}:{d['port']}" for d in jobs[service].get("dns_sd_configs", [])]
+        targets += [t for c in jobs[service].get("static_configs", []) for t in c["targets"]]
+        assert targets == [f"{service}:{port}"], service
     assert jobs["rabbitmq"]["metrics_path"] == "/metrics/per-object"
     # Scaled services are found by DNS, one target per replica.
     for scaled in ("webhook-ingest", "inbox-api"):

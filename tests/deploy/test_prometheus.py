@@ -40,6 +40,7 @@ SERVICES = {
     "webhook-ingest": ("inbox_ingest", "WEBHOOK_INGEST_PORT"),
     "inbox-api": ("inbox_api", "INBOX_API_PORT"),
     "retry-worker": ("inbox_retry", "RETRY_WORKER_PORT"),
+    "maintenance": ("inbox_maintenance", "MAINTENANCE_PORT"),
     "whatsapp-sandbox": ("inbox_sandbox", "WHATSAPP_SANDBOX_PORT"),
 }
 NOT_HERE = {"rabbitmq"}
@@ -201,7 +202,7 @@ async def test_prometheus_scrapes_every_service_and_runs_every_query(
 
         health = await _until(targets_up, "every target up")
         assert set(health) == set(stack)
-        assert {"webhook-ingest", "inbox-api", "whatsapp-sandbox", "prometheus"} <= set(health)
+        assert set(SERVICES) | {"prometheus"} <= set(health)
 
         async def rules_evaluated() -> tuple[bool, Any]:
             groups = (await _get(session, f"{prometheus}/api/v1/rules"))["data"]["groups"]
@@ -225,3 +226,17 @@ async def test_prometheus_scrapes_every_service_and_runs_every_query(
             session, f"{prometheus}/api/v1/query", query="sum(webhook_requests_total)"
         )
         assert answer["data"]["result"], "webhook-ingest's counters were not scraped"
+
+        # maintenance's schedule published its tasks at start, and its consumer ran them: the
+        # path from the schedule through <ns>.maintenance.tasks to a task, as deployed.
+        async def tasks_ran() -> tuple[bool, Any]:
+            answer = await _get(
+                session,
+                f"{prometheus}/api/v1/query",
+                query='sum by (task) (maintenance_task_runs_total{job="maintenance", result="ok"})'
+                " > 0",
+            )
+            ran = {r["metric"]["task"] for r in answer["data"]["result"]}
+            return {"stale_locks", "alerts"} <= ran, answer["data"]["result"]
+
+        await _until(tasks_ran, "maintenance's scheduled tasks ran and were scraped")
