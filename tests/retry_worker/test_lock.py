@@ -20,7 +20,7 @@ from inbox_common.local.processes import ServiceProcess, wait_http
 from inbox_common.store.client import Database
 from inbox_common.store.collections import JOB_LOCKS
 from inbox_retry.settings import RetryJobSettings
-from inbox_retry.worker import JOB, PassResult, Progress
+from inbox_retry.worker import JOB, PassResult
 from inbox_testkit.polling import wait_until
 from tests.retry_worker.conftest import (
     JOBS_TOKEN,
@@ -44,35 +44,38 @@ async def test_two_one_shot_runs_at_once_never_both_pass(
     job_settings: RetryJobSettings, db: Database, broker: Broker, publisher: ConfirmedPublisher,
     names: Names, amqp_channel: AbstractChannel,
 ) -> None:  # fmt: skip
+    seen: list[int] = []
+
+    def progress(result: PassResult) -> None:
+        seen.append(result.seen)
+
     for round_ in range(5):
         for n in range(10):
             await publish_due(publisher, names, {"kind": "read"}, message_id=f"r{round_}-{n}")
-        a = new_worker(job_settings, db, broker, publisher, names)
-        b = new_worker(job_settings, db, broker, publisher, names)
-        seen: dict[str, list[int]] = {"a": [], "b": []}
+        workers = [new_worker(job_settings, db, broker, publisher, names) for _ in range(2)]
 
-        def progress_of(name: str, into: dict[str, list[int]]) -> Progress:
-            def progress(result: PassResult) -> None:
-                into[name].append(result.seen)
-
-            return progress
-
-        first, second = await asyncio.gather(
-            a.once(progress_of("a", seen)), b.once(progress_of("b", seen))
-        )
-        ran = [r for r in (first, second) if r.result is not None]
-        assert len(ran) == 1, f"round {round_}: both ran"
-        refused = first if first.result is None else second
+        # Both ask for the lock at the same moment (neither can release before the other
+        # asked): the store's compare-and-set grants it to exactly one.
+        grants = await asyncio.gather(*(w.lock.acquire() for w in workers))
+        assert sum(g is not None for g in grants) == 1, f"round {round_}: both got the lock"
+        winner, loser = workers if grants[0] is not None else workers[::-1]
+        # A one-shot run while the other holds it: refused, naming the holder; nothing taken.
+        refused = await loser.once()
+        assert refused.result is None
         assert refused.holder is not None
-        assert refused.holder.locked_by in (a.lock.owner, b.lock.owner)
-        assert sorted(len(v) for v in seen.values()) == [0, 10]  # one worker saw every job
+        assert refused.holder.locked_by == winner.lock.owner
+        seen.clear()
+        passed = await winner.run_pass(progress)
+        await winner.lock.release()
+
+        assert (passed.seen, len(seen)) == (10, 10)  # the winner saw every job
         back = await drain(amqp_channel, names.outbound_queue)
         assert sorted(m.message_id or "" for m in back) == sorted(
             f"r{round_}-{n}" for n in range(10)
         )
         assert await holder(db) is None  # released after the pass
-        await a.close()
-        await b.close()
+        for worker in workers:
+            await worker.close()
 
 
 async def test_a_standby_daemon_waits_and_takes_over_when_the_holder_stops(
