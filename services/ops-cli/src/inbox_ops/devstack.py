@@ -81,6 +81,7 @@ class DevStack:
         env.setdefault("INBOX_API_PORT", "8081")
         env.setdefault("WHATSAPP_SANDBOX_PORT", "8090")
         env.setdefault("RETRY_WORKER_PORT", "8082")
+        env.setdefault("MAINTENANCE_PORT", "8083")
         env.setdefault("PYTHONUNBUFFERED", "1")
         self._persistent_secret("WHATSAPP_WEBHOOK_SECRET", "webhook-secret")
         self._persistent_secret("WHATSAPP_WEBHOOK_VERIFY_TOKEN", "verify-token")
@@ -98,6 +99,7 @@ class DevStack:
             "INBOX_API_PORT",
             "WHATSAPP_SANDBOX_PORT",
             "RETRY_WORKER_PORT",
+            "MAINTENANCE_PORT",
         )
         for variable in ports:
             if not _port_free(int(env[variable])):
@@ -149,6 +151,7 @@ class DevStack:
             ("inbox-api", "inbox_api", "INBOX_API_PORT"),
             ("whatsapp-sandbox", "inbox_sandbox", "WHATSAPP_SANDBOX_PORT"),
             ("retry-worker", "inbox_retry", "RETRY_WORKER_PORT"),
+            ("maintenance", "inbox_maintenance", "MAINTENANCE_PORT"),
         ]
         for name, module, port_variable in services:
             child = ServiceProcess(name, [sys.executable, "-m", module], env=self.env)
@@ -190,6 +193,7 @@ class DevStack:
         api = f"http://127.0.0.1:{self.env['INBOX_API_PORT']}"
         sandbox = f"http://127.0.0.1:{self.env['WHATSAPP_SANDBOX_PORT']}"
         retry = f"http://127.0.0.1:{self.env['RETRY_WORKER_PORT']}"
+        maintenance = f"http://127.0.0.1:{self.env['MAINTENANCE_PORT']}"
         jobs_token = self.env["JOBS_API_TOKEN"]
         sample, header = self.write_sample()
         auth = shlex.quote(f"Authorization: Bearer {token}")
@@ -214,6 +218,8 @@ class DevStack:
                 f"  whatsapp-sandbox  {sandbox}   (the Cloud API stand-in; sends: "
                 f"{sandbox}/sandbox/sent)",
                 f"  retry-worker      {retry}/api/jobs/campaign-retry?token={jobs_token}",
+                f"  maintenance       {maintenance}/api/health   (scheduled tasks; run them now "
+                "with inbox-ops maintenance run)",
                 f"  MongoDB           {redact_url(self.env['MONGODB_URL'])} "
                 f"db={self.env['MONGODB_DB']}",
                 f"  RabbitMQ          {redact_url(self.env['RABBITMQ_URL'])} "
