@@ -18,6 +18,7 @@ PYTEST := $(UV_RUN) pytest -n $(PYTEST_WORKERS) --dist loadgroup
 # nothing behaves differently under it yet.
 
 .PHONY: help bootstrap run test test-fast lint lint-deploy fmt bench clean
+.PHONY: db-deploy ops-healthcheck ops-readiness ops-incident ops-maintenance job-campaign-retry
 
 help:
 	@echo "make run     start the local stack (SecantusDB unless MONGODB_URL is set, the services)"
@@ -28,6 +29,13 @@ help:
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make bench   run the benchmarks (python -m inbox_testkit.bench.run)"
 	@echo "make clean   remove .venv, .run and the tool caches"
+	@echo "The runbook's commands (settings from the environment; ARGS='...' adds options):"
+	@echo "make db-deploy        apply the migrations (ARGS=--check: verify only)"
+	@echo "make ops-healthcheck  every service's /api/health (ARGS=--json)"
+	@echo "make ops-readiness    the go/no-go after a deploy (ARGS=--json)"
+	@echo "make ops-incident     an incident snapshot under incidents/ (ARGS='--out DIR')"
+	@echo "make ops-maintenance  run the maintenance tasks once (ARGS='retention ...': some)"
+	@echo "make job-campaign-retry  one retry-worker pass in the foreground"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -61,6 +69,29 @@ fmt: bootstrap
 bench: bootstrap
 	@scripts/bootstrap.sh --bench
 	$(UV_RUN) --group bench python -m inbox_testkit.bench.run
+
+# The runbook's names for inbox-ops's commands (db:deploy, ops:healthcheck, ...); each exits
+# with the command's own status.
+ARGS ?=
+INBOX_OPS := $(UV_RUN) inbox-ops
+
+db-deploy: bootstrap
+	$(INBOX_OPS) db-deploy $(ARGS)
+
+ops-healthcheck: bootstrap
+	$(INBOX_OPS) healthcheck $(ARGS)
+
+ops-readiness: bootstrap
+	$(INBOX_OPS) readiness $(ARGS)
+
+ops-incident: bootstrap
+	$(INBOX_OPS) incident $(ARGS)
+
+ops-maintenance: bootstrap
+	$(INBOX_OPS) maintenance run $(ARGS)
+
+job-campaign-retry: bootstrap
+	$(INBOX_OPS) job campaign-retry $(ARGS)
 
 clean:
 	rm -rf .venv .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

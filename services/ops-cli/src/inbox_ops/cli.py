@@ -20,6 +20,7 @@ from inbox_ops.channels import rotate_channel_tokens
 from inbox_ops.db import db_deploy
 from inbox_ops.jobs import job_campaign_retry
 from inbox_ops.maintenance import add_maintenance_commands, maintenance_run
+from inbox_ops.runbook import RUNBOOK_COMMANDS, add_runbook_commands, run_runbook_command
 from inbox_ops.settings import OpsSettings
 from inbox_ops.tokens import token_create, token_list, token_revoke
 from inbox_ops.webhooks import webhooks_replay
@@ -28,8 +29,8 @@ from inbox_ops.webhooks import webhooks_replay
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="inbox-ops",
-        description="Operate the WhatsApp inbox: migrations, tokens, one-shot jobs and "
-        "maintenance, and the local stack. "
+        description="Operate the WhatsApp inbox: migrations, tokens, health, readiness and "
+        "incident snapshots, one-shot jobs and maintenance, and the local stack. "
         "Settings come from the environment (MONGODB_URL, MONGODB_DB, ...).",
     )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -91,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("--every", type=int, default=100, help="a progress line every N jobs")
     add_maintenance_commands(commands)
 
+    add_runbook_commands(commands)
+
     dev = commands.add_parser(
         "dev", help="run the whole platform locally (what `make run` calls); Ctrl-C stops it"
     )
@@ -136,6 +139,8 @@ async def _with_store(args: argparse.Namespace, settings: OpsSettings) -> int:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in RUNBOOK_COMMANDS:
+        return run_runbook_command(args)
     if args.command == "dev":
         from inbox_ops.devstack import run_dev_stack
 

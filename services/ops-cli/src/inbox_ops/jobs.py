@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Literal
 
-from pydantic import Field
 from pymongo.errors import PyMongoError
 
 from inbox_common.broker.connection import BrokerUnavailableError
 from inbox_common.logging import configure_logging
 from inbox_common.settings import load_settings
+from inbox_ops.settings import ConsoleLogging
 from inbox_retry.once import (
     EXIT_HELD,
     EXIT_UNREACHABLE,
@@ -31,10 +30,8 @@ from inbox_retry.settings import RetryJobSettings
 from inbox_retry.worker import JOB, PassResult
 
 
-class OpsJobSettings(RetryJobSettings):
-    log_format: Literal["json", "console"] = Field(
-        default="console", description="json or console (the default for a terminal command)"
-    )
+class OpsJobSettings(ConsoleLogging, RetryJobSettings):
+    pass
 
 
 def job_campaign_retry(*, every: int) -> int:
