@@ -36,6 +36,7 @@ from inbox_api.app import create_app
 from inbox_api.consumer.service import Outcome, WebhookProcessor
 from inbox_api.live import LIVE
 from inbox_api.settings import InboxApiSettings
+from inbox_common.alerts import AlertKind, Alerts
 from inbox_common.local.ports import free_port
 from inbox_common.store.client import Database, Document
 from inbox_common.tokens import hash_token
@@ -58,6 +59,7 @@ ID_KINDS = {
     "/api/channels/{id}": "channel",
     "/api/tokens/{id}": "token",
     "/api/admin/webhook-logs/{id}": "webhook_log",
+    "/api/admin/alerts/{id}": "alert",
 }
 # A valid body of each request schema, so that a call gets past validation to the lookup.
 BODIES: dict[str, Any] = {
@@ -203,6 +205,28 @@ async def world(
     tokens: Tokens,
 ) -> World:
     globex_channel = await create_channel(db, tenant="globex", phone_number_id=GLOBEX_NUMBER)
+    # Alerts of each tenant (globex: two, for a cursor) and one of the platform's, which a
+    # tenant's admin must not see either.
+    alerts = Alerts(db)
+    await alerts.raise_alert(
+        AlertKind.CHANNEL_QUIET,
+        title="acme's number is quiet",
+        subject=str(channel["_id"]),
+        tenant="acme",
+    )
+    globex_alerts = [
+        await alerts.raise_alert(
+            kind,
+            title=f"globex's {GLOBEX_NUMBER}: {kind.value}",
+            subject=str(globex_channel["_id"]),
+            tenant="globex",
+            evidence={"phone_number_id": GLOBEX_NUMBER},
+        )
+        for kind in (AlertKind.CHANNEL_DISCONNECTED, AlertKind.CHANNEL_QUIET)
+    ]
+    platform_alert = await alerts.raise_alert(
+        AlertKind.STORE_UNREACHABLE, title="the platform's store is unreachable"
+    )
     await ok(app, "POST", "/api/agents", tokens.acme_admin, {"name": "Ann Acme"})
     for wa_id, name in (("4910000001", "Ada"), ("4910000002", "Abe")):
         await writes_in(
@@ -243,6 +267,7 @@ async def world(
         "channel": str(globex_channel["_id"]),
         "token": token_ids[0],
         "webhook_log": own_logs[0]["id"],
+        "alert": str(globex_alerts[0]["_id"]),
     }
     wa_ids = list(people)
     values = [
@@ -273,9 +298,11 @@ async def world(
         hash_token(tokens.globex_admin),
         hash_token(tokens.globex_agent),
         gus["token"],
+        *(str(alert["_id"]) for alert in [*globex_alerts, platform_alert]),
+        "the platform's store is unreachable",
     }
     world = World(globex_ids, markers, values)
-    for path in ("/api/conversations", "/api/admin/webhook-logs"):
+    for path in ("/api/conversations", "/api/admin/webhook-logs", "/api/admin/alerts"):
         page = await ok(app, "GET", f"{path}?limit=1", tokens.globex_admin)
         assert page["next_cursor"], path  # globex has two of each
         world.cursors[path] = page["next_cursor"]

@@ -17,6 +17,7 @@ from inbox_api.rest.schemas import (
     AgentCreate,
     AgentCreated,
     AgentOut,
+    AlertOut,
     AssignBody,
     ChannelCreate,
     ChannelCreated,
@@ -34,6 +35,7 @@ from inbox_api.rest.schemas import (
     WebhookLogOut,
 )
 from inbox_common import __version__
+from inbox_common.alerts import AlertKind, AlertStatus, Severity
 from inbox_common.health import HealthReport
 
 OPENAPI = web.AppKey("openapi", bytes)
@@ -63,6 +65,11 @@ _CONVERSATION_FILTERS = [
     _query("assignee", "me, none, or an agent id"),
     _query("label", "conversations with this label"),
     _query("q", "search: the contact's name, phone, BSUID or username, or message text"),
+]
+_ALERT_FILTERS = [
+    _query("status", "open, acknowledged or resolved", enum=[s.value for s in AlertStatus]),
+    _query("severity", "P0 (critical) to P3 (low)", enum=[s.value for s in Severity]),
+    _query("kind", "one kind of alert", enum=[k.value for k in AlertKind]),
 ]
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
@@ -133,6 +140,17 @@ ROUTES: tuple[Route, ...] = (
                                        *_PAGING], errors=("400", "401", "403")),
     Route("get", "/api/admin/webhook-logs/{id}", "One webhook event with its raw body",
           WebhookLogDetail, params=_ID, errors=("401", "403", "404")),
+    Route("get", "/api/admin/alerts",
+          "Alerts, newest first (admin: own tenant's; superadmin: all, platform-wide too)",
+          Page[AlertOut], params=[*_ALERT_FILTERS, *_PAGING], errors=("400", "401", "403")),
+    Route("get", "/api/admin/alerts/{id}", "One alert", AlertOut, params=_ID,
+          errors=("401", "403", "404")),
+    Route("post", "/api/admin/alerts/{id}/ack",
+          "Acknowledge an open alert (an acknowledged one stays as it is; resolved: 409)",
+          AlertOut, params=_ID, errors=("401", "403", "404", "409")),
+    Route("post", "/api/admin/alerts/{id}/resolve",
+          "Resolve an alert by hand (a resolved one answers as it is)", AlertOut, params=_ID,
+          errors=("401", "403", "404")),
     Route("get", "/api/ws",
           "Live updates over a WebSocket (upgrade; the token in the Authorization header or "
           "the first message; see docs/api.md)", None, status="101",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
-from inbox_api.rest import admin, conversations
+from inbox_api.rest import admin, alerts, conversations
 from inbox_api.rest.openapi import OPENAPI
 
 DOCS = "/api/docs"
@@ -82,3 +82,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/api/tokens/{id}", admin.revoke_token)
     r.add_get("/api/admin/webhook-logs", admin.list_webhook_logs)
     r.add_get("/api/admin/webhook-logs/{id}", admin.get_webhook_log)
+    r.add_get("/api/admin/alerts", alerts.list_alerts)
+    r.add_get("/api/admin/alerts/{id}", alerts.get_alert)
+    r.add_post("/api/admin/alerts/{id}/ack", alerts.acknowledge_alert)
+    r.add_post("/api/admin/alerts/{id}/resolve", alerts.resolve_alert)

@@ -247,3 +247,30 @@ class WebhookLogDetail(WebhookLogOut):
         description="the body also carried other tenants' numbers: only the changes of the "
         "reader's own numbers are shown, re-serialized (a superadmin sees every body whole)"
     )
+
+
+class AlertOut(BaseModel):
+    id: str
+    kind: str = Field(
+        description="what the condition is (channel_disconnected, job_failing...; see "
+        "docs/api.md); a string, so that a kind added later still reads"
+    )
+    severity: Literal["P0", "P1", "P2", "P3"] = Field(
+        description="the runbook's triage of the kind: P0 critical ... P3 low"
+    )
+    status: Literal["open", "acknowledged", "resolved"]
+    tenant: str | None = Field(description="the tenant it concerns; null: platform-wide")
+    title: str
+    evidence: dict[str, Any] = Field(description="what the check saw, as it last saw it")
+    runbook: str = Field(description="the section of docs/runbook.md that says what to do")
+    first_seen: datetime
+    last_seen: datetime
+    count: int = Field(description="how many times the condition was seen while it lasted")
+    acknowledged_by: str | None = Field(
+        description="agent:<id>, or token:<role>@<tenant> for a token of no agent"
+    )
+    acknowledged_at: datetime | None
+    resolved_by: str | None = Field(
+        description="as acknowledged_by, or maintenance:<task> when its condition cleared"
+    )
+    resolved_at: datetime | None

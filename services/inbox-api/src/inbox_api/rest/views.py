@@ -9,6 +9,7 @@ import orjson
 
 from inbox_api.rest.schemas import (
     AgentOut,
+    AlertOut,
     ChannelOut,
     ContactOut,
     ConversationOut,
@@ -104,6 +105,26 @@ def agent(doc: Document) -> AgentOut:
         name=doc["name"],
         role=doc["role"],
         created_at=doc["created_at"],
+    )
+
+
+def alert(doc: Document) -> AlertOut:
+    return AlertOut(
+        id=str(doc["_id"]),
+        kind=doc["kind"],
+        severity=doc["severity"],
+        status=doc["status"],
+        tenant=doc.get("tenant"),
+        title=doc.get("title") or "",
+        evidence=doc.get("evidence") or {},
+        runbook=doc.get("runbook") or "",
+        first_seen=doc["first_seen"],
+        last_seen=doc["last_seen"],
+        count=doc.get("count", 1),
+        acknowledged_by=doc.get("acknowledged_by"),
+        acknowledged_at=doc.get("acknowledged_at"),
+        resolved_by=doc.get("resolved_by"),
+        resolved_at=doc.get("resolved_at"),
     )
 
 
