@@ -308,15 +308,15 @@ class Alerts:
         scope: str | None,
         status: str | None = None,
         severity: str | None = None,
+        kind: str | None = None,
         before: ObjectId | None = None,
         limit: int = 50,
     ) -> list[Document]:
         """Newest first (by when each alert was opened)."""
         query: Document = {}
-        if status is not None:
-            query["status"] = status
-        if severity is not None:
-            query["severity"] = severity
+        for field_, value in (("status", status), ("severity", severity), ("kind", kind)):
+            if value is not None:
+                query[field_] = value
         if before is not None:
             query["_id"] = {"$lt": before}
         cursor = self._alerts.find(_scoped(query, scope)).sort("_id", -1).limit(limit)

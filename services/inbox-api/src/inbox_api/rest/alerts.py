@@ -21,7 +21,6 @@ from inbox_api.rest.schemas import Page
 from inbox_common.alerts import AlertKind, Alerts, AlertStatus, Severity
 from inbox_common.http import ApiError
 from inbox_common.store.client import DATABASE, Document
-from inbox_common.store.collections import ALERTS
 from inbox_common.tokens import Role
 
 # The listing's filters: each one's allowed values (anything else is a 400 naming them).
@@ -64,21 +63,13 @@ def _filters(params: Mapping[str, str]) -> Document:
 
 
 async def list_alerts(request: web.Request) -> web.Response:
-    """Newest first (by when each alert was opened), filtered by status, severity and kind.
-
-    The query is the one of ``Alerts.page`` plus the ``kind`` filter, which that method
-    does not take yet.
-    """
-    scope = _scope(request[PRINCIPAL])
+    """Newest first (by when each alert was opened), filtered by status, severity and kind."""
     params = request.query
-    query = _filters(params)
     limit = pagination.limit(params.get("limit"))
-    if "cursor" in params:
-        query["_id"] = {"$lt": pagination.decode(params["cursor"])[1]}
-    if scope is not None:
-        query["tenant"] = scope
-    found = request.app[DATABASE][ALERTS].find(query).sort("_id", -1).limit(limit + 1)
-    docs = await found.to_list()
+    before = pagination.decode(params["cursor"])[1] if "cursor" in params else None
+    docs = await Alerts(request.app[DATABASE]).page(
+        scope=_scope(request[PRINCIPAL]), **_filters(params), before=before, limit=limit + 1
+    )
     more = len(docs) > limit
     docs = docs[:limit]
     cursor = pagination.encode(None, docs[-1]["_id"]) if more else None
