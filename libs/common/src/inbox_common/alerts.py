@@ -188,6 +188,10 @@ def _scoped(query: Document, scope: str | None) -> Document:
     return query if scope is None else {**query, "tenant": scope}
 
 
+# Upserts of one condition racing each other: the losers find the winner's alert next time.
+RACE_ATTEMPTS = 5
+
+
 class Alerts:
     """The ``alerts`` collection; see the module docstring.
 
@@ -235,19 +239,22 @@ class Alerts:
             },
         }
         query = {"dedupe_key": key, "status": {"$in": list(ACTIVE)}}
-        try:
-            doc = await self._upsert(query, update)
-        except DuplicateKeyError:
-            # A concurrent raiser inserted it first: now the update finds it.
-            doc = await self._upsert(query, update)
-        return doc
-
-    async def _upsert(self, query: Document, update: Document) -> Document:
-        doc = await self._alerts.find_one_and_update(
-            query, update, upsert=True, return_document=ReturnDocument.AFTER
-        )
-        assert doc is not None  # an upsert returning the document after always has one
-        return doc
+        for _ in range(RACE_ATTEMPTS):
+            try:
+                doc = await self._alerts.find_one_and_update(
+                    query, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
+            except DuplicateKeyError:
+                # A concurrent raiser inserted it first: now the update finds it.
+                continue
+            # A MongoDB-compatible store (SecantusDB) can answer a racing upsert with no
+            # document although it applied the update: read the alert rather than count the
+            # sighting twice.
+            if doc is None:
+                doc = await self._alerts.find_one(query)
+            if doc is not None:
+                return doc
+        raise RuntimeError(f"alert {key!r}: the upsert kept losing races; raise it again")
 
     async def resolve(
         self, kind: AlertKind, *, subject: str = "", tenant: str | None = None, by: str
