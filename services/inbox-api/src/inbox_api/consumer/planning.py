@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo import UpdateOne
+
 from inbox_api.consumer.statuses import rank
 from inbox_api.previews import DELETED_PREVIEW, clip, preview
 from inbox_api.store.inbox import (
@@ -321,16 +323,7 @@ def _plan_message(
         touch=Touch(message.id, message.timestamp, None if reaction else summary, True),
     )
     if reaction is not None and reaction.message_id:
-        writes.messages.append(
-            reaction_op(
-                channel,
-                reaction.message_id,
-                by=sender,
-                emoji=None if message.is_reaction_removal else reaction.emoji,
-                at=message.timestamp,
-                wamid=message.id,
-            )
-        )
+        writes.messages.append(_reaction(channel, message, reaction.message_id, by=sender))
         return
     doc: dict[str, Any] = {
         "wamid": message.id,
@@ -347,6 +340,19 @@ def _plan_message(
     ):
         doc["forwarded"] = True
     writes.message(channel, doc, status="received")
+
+
+def _reaction(channel: Document, message: InboundMessage, target: str, *, by: str) -> UpdateOne:
+    """The write of ``message``, a reaction (or its removal) by ``by`` to message ``target``."""
+    assert message.reaction is not None
+    return reaction_op(
+        channel,
+        target,
+        by=by,
+        emoji=None if message.is_reaction_removal else message.reaction.emoji,
+        at=message.timestamp,
+        wamid=message.id,
+    )
 
 
 def _plan_echo(
@@ -369,16 +375,7 @@ def _plan_echo(
     )
     if reaction is not None:
         if reaction.message_id:
-            writes.messages.append(
-                reaction_op(
-                    channel,
-                    reaction.message_id,
-                    by=business,
-                    emoji=None if echo.is_reaction_removal else reaction.emoji,
-                    at=echo.timestamp,
-                    wamid=echo.id,
-                )
-            )
+            writes.messages.append(_reaction(channel, echo, reaction.message_id, by=business))
         return
     recipient = recipient_of(echo)
     doc: dict[str, Any] = {
