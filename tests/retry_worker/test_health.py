@@ -18,12 +18,12 @@ from inbox_common.broker.publisher import ConfirmedPublisher
 from inbox_common.broker.topology import Names
 from inbox_common.jobs import JobLock
 from inbox_common.local.ports import free_port
+from inbox_common.store.campaigns import Campaigns
 from inbox_common.store.client import Database, create_client
 from inbox_common.store.collections import JOB_LOCKS
 from inbox_common.store.outbound import Outbound
 from inbox_retry.app import create_app
 from inbox_retry.metrics import RetryMetrics
-from inbox_retry.repository import Campaigns
 from inbox_retry.service import RetryDecisions
 from inbox_retry.settings import RetryJobSettings, RetryWorkerSettings
 from inbox_retry.worker import JOB, RetryWorker

@@ -82,6 +82,7 @@ class AlertKind(StrEnum):
     WEBHOOK_FAILURES = "webhook_failures"
     CHANNEL_QUIET = "channel_quiet"
     HEALTH_DEGRADED = "health_degraded"
+    CAMPAIGN_PAUSED = "campaign_paused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ _ACTIONS = "docs/runbook.md#22-immediate-actions"
 _RETRY = "docs/runbook.md#retry-worker-stuck"
 _WEBHOOKS = "docs/runbook.md#webhook-spike"
 _CHANNEL = "docs/runbook.md#channel-disconnected"
+_CAMPAIGN = "docs/runbook.md#campaign-paused"
 
 # The runbook's severity triage (section 2.1), one row per kind of alert.
 RULES: dict[AlertKind, Rule] = {
@@ -130,6 +132,11 @@ RULES: dict[AlertKind, Rule] = {
         Severity.P2, "Meta accepted the channel's sends but no webhook came back", _WEBHOOKS
     ),
     AlertKind.SENDS_STUCK: Rule(Severity.P2, "outbound messages are late or stuck", _TRIAGE),
+    AlertKind.CAMPAIGN_PAUSED: Rule(
+        Severity.P2,
+        "Meta sent a risk signal: a campaign was paused until someone resumes it",
+        _CAMPAIGN,
+    ),
     AlertKind.DEAD_LETTERS: Rule(
         Severity.P2, "messages wait in a dead-letter queue for an operator", _WEBHOOKS
     ),

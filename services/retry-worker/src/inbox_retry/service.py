@@ -29,10 +29,11 @@ from bson.errors import InvalidId
 
 from inbox_common.errors import PermanentError
 from inbox_common.logging import get_logger
+from inbox_common.store import campaigns
+from inbox_common.store.campaigns import Campaigns
 from inbox_common.store.client import Document
 from inbox_common.store.outbound import ACCEPTED, CANCELLED, FAILED, Outbound
-from inbox_retry import metrics, repository
-from inbox_retry.repository import Campaigns
+from inbox_retry import metrics
 
 log = get_logger(__name__)
 
@@ -94,11 +95,11 @@ class RetryDecisions:
         if campaign_id is None:
             return Decision(metrics.REQUEUED, "due", wamid)
         status = await self._campaigns.status(campaign_id, doc.get("tenant"))
-        if status == repository.CANCELLED:
+        if status == campaigns.CANCELLED:
             if await self._outbound.cancel(message_id):
                 return await self._drop(doc, metrics.DROPPED_CANCELLED, "campaign_cancelled")
             return await self._after_race(message_id, wamid)
-        if status == repository.PAUSED:
+        if status == campaigns.PAUSED:
             if await self._outbound.pause(message_id):
                 return await self._drop(doc, metrics.DROPPED_PAUSED, "campaign_paused")
             return await self._after_race(message_id, wamid)

@@ -53,11 +53,11 @@ from inbox_common.errors import PermanentError
 from inbox_common.health import CheckResult, Status
 from inbox_common.jobs import Grant, JobLock, LockState, worker_id
 from inbox_common.logging import bind_message_context, get_logger
+from inbox_common.store.campaigns import Campaigns
 from inbox_common.store.client import Database, is_transient
 from inbox_common.store.outbound import Outbound
 from inbox_retry import metrics
 from inbox_retry.metrics import RetryMetrics
-from inbox_retry.repository import Campaigns
 from inbox_retry.service import RetryDecisions, parse_job
 from inbox_retry.settings import RetryJobSettings
 

@@ -16,9 +16,12 @@ from typing import Any
 
 from inbox_common.store.client import Database
 from inbox_common.store.collections import (
+    ACCOUNT_EVENTS,
     AGENTS,
     ALERTS,
     API_TOKENS,
+    CAMPAIGN_RECIPIENTS,
+    CAMPAIGNS,
     CHANNELS,
     CONTACTS,
     CONVERSATIONS,
@@ -31,9 +34,12 @@ from inbox_common.store.collections import (
 from inbox_common.store.identities import migrate_contacts
 
 __all__ = [
+    "ACCOUNT_EVENTS",
     "AGENTS",
     "ALERTS",
     "API_TOKENS",
+    "CAMPAIGNS",
+    "CAMPAIGN_RECIPIENTS",
     "CHANNELS",
     "CONTACTS",
     "CONVERSATIONS",
@@ -274,6 +280,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                 kind={"bsonType": "string"},
                 severity={"enum": ["P0", "P1", "P2", "P3"]},
                 status={"enum": ["open", "acknowledged", "resolved"]},
+            ),
+        },
+    ),
+    Migration(
+        version=6,
+        name="campaigns: campaigns, their recipients, their messages; business-account events",
+        collections=(CAMPAIGNS, CAMPAIGN_RECIPIENTS, ACCOUNT_EVENTS),
+        indexes=(
+            Index(CAMPAIGNS, "tenant_newest", (("tenant", 1), ("_id", -1))),
+            # The scheduler's two questions: which campaigns are due, which fan-outs stalled.
+            Index(CAMPAIGNS, "status_schedule", (("status", 1), ("schedule_at", 1))),
+            Index(CAMPAIGNS, "channel_status", (("channel_id", 1), ("status", 1))),
+            # A repeated recipient is stored (and sent) once.
+            Index(
+                CAMPAIGN_RECIPIENTS,
+                "campaign_wa_id_unique",
+                (("campaign_id", 1), ("wa_id", 1)),
+                unique=True,
+            ),
+            # The fan-out walks a campaign's recipients in pages, in _id order.
+            Index(CAMPAIGN_RECIPIENTS, "campaign_order", (("campaign_id", 1), ("_id", 1))),
+            # The funnel and the recipients' list: a campaign's messages by state.
+            Index(
+                MESSAGES,
+                "campaign_send_state",
+                (("campaign_id", 1), ("send_state", 1), ("status", 1)),
+                partial={"campaign_id": {"$exists": True}},
+            ),
+            Index(ACCOUNT_EVENTS, "tenant_newest", (("tenant", 1), ("_id", -1))),
+        ),
+        validators={
+            CAMPAIGNS: _required(
+                "tenant",
+                "channel_id",
+                "status",
+                status={
+                    "enum": ["draft", "scheduled", "running", "paused", "cancelled", "completed"]
+                },
             ),
         },
     ),
