@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from aiohttp import web
 
 from inbox_api.agents import AgentService
+from inbox_api.campaigns.fanout import CampaignPages, Scheduler, scheduler_ctx
+from inbox_api.campaigns.service import CampaignService
 from inbox_api.channels import ChannelService
 from inbox_api.consumer.handlers import WebhookHandler
 from inbox_api.consumer.service import Stores, WebhookProcessor
 from inbox_api.conversations import ConversationService
 from inbox_api.events import Events
-from inbox_api.keys import AGENTS, CHANNELS, CONVERSATIONS, EVENTS, OUTBOUND, WEBHOOK_LOGS
+from inbox_api.keys import (
+    AGENTS,
+    CAMPAIGNS,
+    CHANNELS,
+    CONVERSATIONS,
+    EVENTS,
+    OUTBOUND,
+    WEBHOOK_LOGS,
+)
 from inbox_api.live import LIVE, add_live_routes, live_ctx
 from inbox_api.outbound import OutboundService
 from inbox_api.pacing import Pacers
@@ -25,6 +35,7 @@ from inbox_api.senders import number_senders_ctx
 from inbox_api.settings import InboxApiSettings
 from inbox_api.store.inbox import Inbox
 from inbox_api.webhook_logs import WebhookLogService
+from inbox_common.alerts import Alerts
 from inbox_common.broker import topology
 from inbox_common.broker.connection import BROKER, NAMES, broker_ctx
 from inbox_common.broker.consumer import Handler, RetryPolicy, consumer_ctx
@@ -58,6 +69,8 @@ def services_ctx(settings: InboxApiSettings) -> CleanupCtx:
         app[CHANNELS] = ChannelService(
             channels, ledger, app[PUBLISHER], app[NAMES], outbound, app[CLOUD_API]
         )
+        campaigns = CampaignService(db, channels, outbound, app[PUBLISHER], app[NAMES])
+        app[CAMPAIGNS] = campaigns
         app[SENDER] = Sender(
             Outbound(db),
             channels,
@@ -65,6 +78,9 @@ def services_ctx(settings: InboxApiSettings) -> CleanupCtx:
             stale_after=timedelta(seconds=settings.sender_stale_seconds),
             announce=app[EVENTS],
             pacers=Pacers(settings.sender_messages_per_second),
+            campaigns=campaigns.campaigns,
+            alerts=Alerts(db),
+            pages=CampaignPages(db, campaigns, settings.campaign_page_size),
         )
         app[AGENTS] = AgentService(db)
         app[WEBHOOK_LOGS] = WebhookLogService(ledger)
@@ -80,6 +96,14 @@ def webhook_handler(app: web.Application) -> Handler:
 
 def sender_handler(app: web.Application) -> Handler:
     return app[SENDER]
+
+
+def campaign_scheduler(settings: InboxApiSettings) -> Callable[[web.Application], Scheduler]:
+    def make(app: web.Application) -> Scheduler:
+        stalled = timedelta(seconds=settings.campaign_stalled_seconds)
+        return Scheduler(app[CAMPAIGNS], app[DATABASE], stalled_after=stalled)
+
+    return make
 
 
 def create_app(settings: InboxApiSettings) -> web.Application:
@@ -100,6 +124,9 @@ def create_app(settings: InboxApiSettings) -> web.Application:
     app.cleanup_ctx.append(live_ctx())
     app.cleanup_ctx.append(cloud_api_ctx(settings))
     app.cleanup_ctx.append(services_ctx(settings))
+    app.cleanup_ctx.append(
+        scheduler_ctx(campaign_scheduler(settings), settings.campaign_scheduler_seconds)
+    )
     retry = RetryPolicy.of(settings)
     # While the store is unreachable a consumer parks its messages and pauses; it resumes
     # once the mongodb check answers again.

@@ -161,10 +161,10 @@ class OutboundService:
         many."""
         held = await self._outbound.held_of(channel["_id"])
         for message_id in held:
-            await self._send_job(message_id, channel["phone_number_id"])
+            await self.send_job(message_id, channel["phone_number_id"])
         return len(held)
 
-    async def _send_job(self, message_id: ObjectId, phone_number_id: str) -> None:
+    async def send_job(self, message_id: ObjectId, phone_number_id: str) -> None:
         """The job of one send, on its number's queue (declared before the first one)."""
         try:
             await self._broker.declare_once(topology.number_sends(phone_number_id)(self._names))
@@ -199,7 +199,7 @@ class OutboundService:
 
     async def _queue(self, doc: Document) -> None:
         try:
-            await self._send_job(doc["_id"], doc["phone_number_id"])
+            await self.send_job(doc["_id"], doc["phone_number_id"])
         except PublishFailedError as exc:
             log.warning("outbound.queue_failed", message_id=str(doc["_id"]), error=str(exc))
             raise ApiError(

@@ -1,9 +1,10 @@
 """The sender: consumes ``wa.outbound`` and calls the Cloud API, once per message.
 
-A job is ``{"message_id"}`` (send a stored outbound message) or ``{"kind": "read",
-"channel_id", "wamid"}`` (tell Meta an inbound message was read). Any number of replicas
-consume the queue; each message is sent at most once, even when a sender dies between the
-Cloud API call and its ack (the job is then delivered again):
+A job is ``{"message_id"}`` (send a stored outbound message), ``{"kind": "read",
+"channel_id", "wamid"}`` (tell Meta an inbound message was read) or ``{"kind":
+"campaign_page", …}`` (queue a page of a campaign: ``inbox_api.campaigns.fanout``). Any
+number of replicas consume the queue; each message is sent at most once, even when a sender
+dies between the Cloud API call and its ack (the job is then delivered again):
 
 1. The sender claims the message (``send_state`` queued/retrying/held → ``sending``, a
    compare-and-set), so two senders never call the Cloud API for it at once.
@@ -19,11 +20,17 @@ What Meta answers decides the rest (``inbox_common.whatsapp.errors``): a wamid �
 ``accepted``; a retryable error → ``retrying`` in the next delay tier (the retry-worker
 brings it back; never dead-lettered for a transient cause); a permanent one → ``failed``
 with Meta's code, title and details; a channel stop (190, 368, 131048, 131031) → the
-channel is disconnected with the reason and its messages are ``held`` until it reconnects.
+channel is disconnected with the reason and its messages are ``held`` until it reconnects,
+and its running campaigns pause (``campaign_paused`` alert) until someone resumes them.
+
+A campaign's message is sent only while its campaign runs: the sender reads the campaign
+first, leaves the message waiting when it is paused (the resume queues it again) and cancels
+it when the campaign is cancelled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, Protocol
 
@@ -35,9 +42,12 @@ from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
 from inbox_api.pacing import Pacers
+from inbox_common.alerts import Alerts
 from inbox_common.broker.topology import RETRY_TIERS
 from inbox_common.errors import PermanentError, TransientError
 from inbox_common.logging import get_logger
+from inbox_common.store import campaigns as campaign_states
+from inbox_common.store.campaigns import Campaigns
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import Document, is_transient
 from inbox_common.store.outbound import (
@@ -61,6 +71,7 @@ WAIT_FOR_PROOF_TIER = "30s"
 MAX_ATTEMPTS = 10
 TIER_SECONDS = dict(RETRY_TIERS)
 THROUGHPUT_EXCEEDED = 130429
+PageHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Announce(Protocol):
@@ -96,7 +107,13 @@ class Sender:
         stale_after: timedelta,
         announce: Announce,
         pacers: Pacers,
+        campaigns: Campaigns,
+        alerts: Alerts,
+        pages: PageHandler | None = None,
     ) -> None:
+        self._campaigns = campaigns
+        self._alerts = alerts
+        self.pages = pages
         self._pacers = pacers
         self._outbound = outbound
         self._channels = channels
@@ -122,6 +139,10 @@ class Sender:
             raise PermanentError("invalid_job", "the job is not a JSON object")
         if job.get("kind") == "read":
             await self.mark_read(_object_id(job.get("channel_id")), str(job.get("wamid") or ""))
+        elif job.get("kind") == "campaign_page":
+            if self.pages is None:
+                raise PermanentError("invalid_job", "this sender takes no campaign pages")
+            await self.pages(job)
         else:
             await self.send(_object_id(job.get("message_id")))
 
@@ -151,6 +172,9 @@ class Sender:
         # nothing, so the message is not left "sending" for a call that never happened.
         bucket = self._pacers.of(channel["phone_number_id"], channel.get("messages_per_second"))
         await bucket.acquire()
+        # After the wait for a turn: a campaign paused meanwhile starts no new call.
+        if doc.get("campaign_id") is not None and not await self._campaign_runs(doc):
+            return
         claimed = await self._outbound.begin_sending(message_id, stale_after=self._stale_after)
         if claimed is None:
             if state == SENDING:
@@ -160,6 +184,19 @@ class Sender:
             log.warning("sender.resending_unproven", message_id=str(message_id))
             await self._outbound.possible_duplicate(message_id)
         await self._call(claimed, channel, token)
+
+    async def _campaign_runs(self, doc: Document) -> bool:
+        """Whether the message's campaign lets it go now: paused → it waits (the resume
+        queues it again); cancelled (or gone) → it is cancelled."""
+        status = await self._campaigns.status(doc["campaign_id"], doc.get("tenant"))
+        if status == campaign_states.PAUSED:
+            log.info("sender.campaign_paused", message_id=str(doc["_id"]))
+            return False
+        if status in (campaign_states.CANCELLED, None):
+            if await self._outbound.cancel(doc["_id"]):
+                await self._changed(doc["_id"])
+            return False
+        return True
 
     def _stale(self, doc: Document) -> bool:
         since = doc.get("sending_since")
@@ -221,6 +258,12 @@ class Sender:
             await self._channels.disconnect(channel["_id"], reason=str(error), code=error.code)
             await self._outbound.held(message_id, reason=str(error))
             await self._announce.channel_changed(channel["_id"])
+            await self._campaigns.auto_pause(
+                {"channel_id": channel["_id"]},
+                signal=str(error.code),
+                reason=str(error),
+                alerts=self._alerts,
+            )
             log.error(
                 "sender.channel_stopped",
                 channel_id=str(channel["_id"]),

@@ -44,6 +44,23 @@ class InboxApiSettings(
         description="how long a send without an answer or a status webhook waits before it "
         "is sent again (marked possible_duplicate)",
     )
+    campaign_scheduler_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=300.0,
+        description="how often the campaigns' scheduler starts due campaigns and completes "
+        "finished ones",
+    )
+    campaign_stalled_seconds: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="a running campaign's fan-out that has not moved for this long gets its "
+        "page job published again",
+    )
+    campaign_page_size: int = Field(
+        default=200, ge=1, le=5000, description="recipients queued per fan-out job"
+    )
 
     @property
     def http_port(self) -> int:

@@ -12,6 +12,16 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from inbox_api.campaigns.service import BUCKETS
+from inbox_api.rest.campaign_schemas import (
+    CampaignCreate,
+    CampaignCreated,
+    CampaignOut,
+    CampaignRecipientOut,
+    CampaignStart,
+    RecipientsAdd,
+    RecipientsReport,
+)
 from inbox_api.rest.outgoing import OutgoingMessage
 from inbox_api.rest.schemas import (
     AgentCreate,
@@ -37,6 +47,7 @@ from inbox_api.rest.schemas import (
 from inbox_common import __version__
 from inbox_common.alerts import AlertKind, AlertStatus, Severity
 from inbox_common.health import HealthReport
+from inbox_common.store.campaigns import STATUSES as CAMPAIGN_STATUSES
 
 OPENAPI = web.AppKey("openapi", bytes)
 
@@ -151,6 +162,38 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/api/admin/alerts/{id}/resolve",
           "Resolve an alert by hand (a resolved one answers as it is)", AlertOut, params=_ID,
           errors=("401", "403", "404")),
+    Route("post", "/api/campaigns",
+          "Create a template campaign with its recipients (admin); it starts now, at "
+          "schedule_at, or stays a draft", CampaignCreated, status="201", body=CampaignCreate,
+          errors=("400", "401", "403", "409", "422")),
+    Route("get", "/api/campaigns", "Campaigns, newest first", Page[CampaignOut],
+          params=[_query("status", "one status", enum=list(CAMPAIGN_STATUSES)), *_PAGING],
+          errors=("400", "401")),
+    Route("get", "/api/campaigns/{id}", "One campaign with its funnel", CampaignOut,
+          params=_ID, errors=("401", "404")),
+    Route("post", "/api/campaigns/{id}/recipients",
+          "Add recipients to a draft: JSON, or text/csv (a header naming wa_id and the "
+          "placeholders), each row checked; the refused ones reported", RecipientsReport,
+          body=RecipientsAdd, params=_ID, errors=("400", "401", "403", "404", "409", "413",
+                                                   "415", "422")),
+    Route("get", "/api/campaigns/{id}/recipients",
+          "The recipients queued, with their message's state (filter by bucket and code)",
+          Page[CampaignRecipientOut],
+          params=[*_ID, _query("status", "a funnel bucket", enum=list(BUCKETS)),
+                  _query("code", "Meta's error code", type="integer"), *_PAGING],
+          errors=("400", "401", "404")),
+    Route("post", "/api/campaigns/{id}/start", "Start a draft now or at schedule_at",
+          CampaignOut, body=CampaignStart, params=_ID,
+          errors=("400", "401", "403", "404", "409", "422")),
+    Route("post", "/api/campaigns/{id}/pause",
+          "Pause: no new send starts (within a send); the fan-out stops", CampaignOut,
+          params=_ID, errors=("401", "403", "404", "409")),
+    Route("post", "/api/campaigns/{id}/resume",
+          "Resume a paused campaign: its waiting messages are queued again", CampaignOut,
+          params=_ID, errors=("401", "403", "404", "409")),
+    Route("post", "/api/campaigns/{id}/cancel",
+          "Cancel: every message not yet sent is cancelled, also those waiting for a retry",
+          CampaignOut, params=_ID, errors=("401", "403", "404", "409")),
     Route("get", "/api/ws",
           "Live updates over a WebSocket (upgrade; the token in the Authorization header or "
           "the first message; see docs/api.md)", None, status="101",

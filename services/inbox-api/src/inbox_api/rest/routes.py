@@ -6,6 +6,7 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from inbox_api.rest import admin, alerts, conversations
+from inbox_api.rest.campaigns import add_campaign_routes
 from inbox_api.rest.openapi import OPENAPI
 
 DOCS = "/api/docs"
@@ -86,3 +87,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/admin/alerts/{id}", alerts.get_alert)
     r.add_post("/api/admin/alerts/{id}/ack", alerts.acknowledge_alert)
     r.add_post("/api/admin/alerts/{id}/resolve", alerts.resolve_alert)
+    add_campaign_routes(app)
