@@ -154,6 +154,7 @@ class Sender:
             )
         state = doc.get("send_state")
         if state in (ACCEPTED, FAILED):
+            log.info("sender.skipped", message_id=str(message_id), reason=f"already_{state}")
             return  # done already: a duplicate job sends nothing
         if state == SENDING and not self._stale(doc):
             _await_proof(message_id)
@@ -177,9 +178,15 @@ class Sender:
             return
         claimed = await self._outbound.begin_sending(message_id, stale_after=self._stale_after)
         if claimed is None:
-            if state == SENDING:
-                _await_proof(message_id)  # another sender claimed it meanwhile
-            return  # accepted or failed in the meantime
+            # Claimed by another job meanwhile: this job stays until the message is settled,
+            # since that claim may be a dead sender's (its write can land after its jobs were
+            # delivered again), and then no other job would ever send it.
+            current = await self._outbound.get(message_id)
+            now = None if current is None else current.get("send_state")
+            if now == SENDING:
+                _await_proof(message_id)
+            log.info("sender.skipped", message_id=str(message_id), reason=f"now_{now}")
+            return
         if state == SENDING:
             log.warning("sender.resending_unproven", message_id=str(message_id))
             await self._outbound.possible_duplicate(message_id)

@@ -1,8 +1,8 @@
 """The services as black boxes: processes with their output kept, and the store they share.
 
-A :class:`Service` is one ``webhook-ingest`` or ``inbox-api`` process (``python -m ...``)
-that a test can kill (-9), stop and start again on the same port; the last lines of its
-output go into every failure message. A :class:`Stack` owns a set of services and stops
+A :class:`Service` is one ``webhook-ingest``, ``inbox-api`` or ``retry-worker`` process
+(``python -m ...``) that a test can kill (-9), stop and start again on the same port; the
+last lines of its output go into every failure message. A :class:`Stack` owns a set of services and stops
 them all on exit. (A store the test stops and restarts is a
 :class:`~inbox_common.local.secantus.SecantusServer`.)
 """
@@ -41,6 +41,9 @@ MONGODB_TIMEOUT_MS = 2000
 
 INGEST = "inbox_ingest"
 API = "inbox_api"
+RETRY = "inbox_retry"
+# The variable of each service's port.
+PORT_VARIABLES = {INGEST: "WEBHOOK_INGEST_PORT", API: "INBOX_API_PORT", RETRY: "RETRY_WORKER_PORT"}
 
 
 class Service:
@@ -50,8 +53,7 @@ class Service:
         self.name = name
         self.module = module
         self.port = free_port()
-        port_variable = "WEBHOOK_INGEST_PORT" if module == INGEST else "INBOX_API_PORT"
-        self.env = {**env, port_variable: str(self.port)}
+        self.env = {**env, PORT_VARIABLES[module]: str(self.port)}
         self.lines: deque[str] = deque(maxlen=400)
         # Every JSON log line counted by its event (and reason): e.g. how many publishes
         # failed with "nacked", long after the lines themselves scrolled away.
@@ -217,6 +219,11 @@ class Stack:
         name: str = "inbox-api",
     ) -> Service:
         service = Service(name, API, self._env(rabbitmq_url, mongodb_url))
+        self.services.append(service)
+        return service
+
+    def retry_worker(self, *, name: str = "retry-worker", **env: str) -> Service:
+        service = Service(name, RETRY, {**self._env(None, None), **env})
         self.services.append(service)
         return service
 
