@@ -43,7 +43,7 @@ from inbox_common.tokens import hash_token
 from inbox_sandbox import payloads
 from inbox_testkit.plugin import ApiClient
 from inbox_testkit.polling import wait_until
-from inbox_testkit.store import create_channel
+from inbox_testkit.store import create_channel, record_webhook
 from inbox_testkit.tenants import ACME_NUMBER, GLOBEX_NUMBER, Tokens, bearer
 from inbox_testkit.webhooks import delivery_of, entries
 
@@ -60,6 +60,7 @@ ID_KINDS = {
     "/api/tokens/{id}": "token",
     "/api/admin/webhook-logs/{id}": "webhook_log",
     "/api/admin/alerts/{id}": "alert",
+    "/api/campaigns/{id}": "campaign",
 }
 # A valid body of each request schema, so that a call gets past validation to the lookup.
 BODIES: dict[str, Any] = {
@@ -68,7 +69,10 @@ BODIES: dict[str, Any] = {
     "NoteBody": {"body": "acme's note"},
     "OutgoingMessage": {"type": "text", "text": {"body": "acme's reply"}},
     "ChannelReconnect": {"access_token": "EAAG-acme-new-token"},
+    "CampaignStart": {},
+    "RecipientsAdd": {"recipients": [{"wa_id": "4910000009", "variables": {"name": "Ann"}}]},
 }
+GLOBEX_CAMPAIGN = "Globex's spring promo"
 PATH_PARAMETER = re.compile(r"\{([^}]+)\}")
 MIXED_GLOBEX_HALF = ("4930000003", "Gina Globex", "globex's half")
 MIXED = entries(
@@ -262,12 +266,18 @@ async def world(
         if GLOBEX_NUMBER in log["phone_number_ids"]
     ]
     own_logs = [log for log in logs if log["phone_number_ids"] == [GLOBEX_NUMBER]]
+    campaigns = [
+        await campaign_of(app, tokens.globex_admin, globex_channel, GLOBEX_CAMPAIGN)
+        for _ in range(2)
+    ]
+    await campaign_of(app, tokens.acme_admin, channel, "Acme's own campaign")
     globex_ids = {
         "conversation": conversation,
         "channel": str(globex_channel["_id"]),
         "token": token_ids[0],
         "webhook_log": own_logs[0]["id"],
         "alert": str(globex_alerts[0]["_id"]),
+        "campaign": campaigns[0]["id"],
     }
     wa_ids = list(people)
     values = [
@@ -300,13 +310,28 @@ async def world(
         gus["token"],
         *(str(alert["_id"]) for alert in [*globex_alerts, platform_alert]),
         "the platform's store is unreachable",
+        GLOBEX_CAMPAIGN,
+        *(c["id"] for c in campaigns),
     }
     world = World(globex_ids, markers, values)
-    for path in ("/api/conversations", "/api/admin/webhook-logs", "/api/admin/alerts"):
+    paths = ("/api/conversations", "/api/admin/webhook-logs", "/api/admin/alerts", "/api/campaigns")
+    for path in paths:
         page = await ok(app, "GET", f"{path}?limit=1", tokens.globex_admin)
         assert page["next_cursor"], path  # globex has two of each
         world.cursors[path] = page["next_cursor"]
     return world
+
+
+async def campaign_of(api: ApiClient, token: str, channel: Document, name: str) -> Any:
+    """A campaign of the token's tenant with one recipient, sent nowhere (a draft)."""
+    body = {
+        "name": name,
+        "channel_id": str(channel["_id"]),
+        "template": {"name": "promo", "language": {"code": "en"}},
+        "recipients": [{"wa_id": "4930000001"}],
+        "draft": True,
+    }
+    return await ok(api, "POST", "/api/campaigns", token, body)
 
 
 # --- the walk -------------------------------------------------------------------------------
@@ -471,9 +496,68 @@ async def agent_into_globex(
     return failures
 
 
+async def replay_into_globex(
+    api: ApiClient, world: World, tokens: Tokens, db: Database
+) -> list[str]:
+    """A replay by filter takes the caller's own events only: globex's failed event is
+    neither replayed nor counted, whether acme names globex's number or not; and an agent may
+    not replay at all."""
+    failures: list[str] = []
+    path = "/api/admin/webhook-logs/replay"
+    late = payloads.text_webhook(GLOBEX_NUMBER, "4930000009", "Gail Globex", "globex's late one")
+    error = {"code": "unknown_channel", "message": "no channel had the number then"}
+    await record_webhook(
+        db, delivery_of(late), status="failed", phone_number_ids=[GLOBEX_NUMBER], error=error
+    )
+    before = await snapshot(db)
+    for body in ({}, {"phone_number_id": GLOBEX_NUMBER}, {"reason": "unknown_channel"}):
+        response = await api.post(path, json=body, headers=bearer(tokens.acme_admin))
+        text = await response.text()
+        if response.status != 202 or orjson.loads(text) != {"replayed": 0, "matched": 0}:
+            failures.append(f"POST {path} {body} as acme's admin: {response.status} {text}")
+    by_agent = await api.post(path, json={}, headers=bearer(tokens.acme_agent))
+    if by_agent.status != 403:
+        failures.append(f"POST {path} by acme's agent: {by_agent.status}")
+    if await snapshot(db) != before:
+        failures.append(f"POST {path} by acme changed the store")
+    return failures
+
+
+async def campaign_into_globex(
+    api: ApiClient, world: World, tokens: Tokens, db: Database
+) -> list[str]:
+    """A campaign is created in the creator's tenant, from its own channels only: globex's
+    channel is unknown to acme, a tenant field is refused, and an agent creates none."""
+    failures: list[str] = []
+    before = await snapshot(db)
+    body = {
+        "name": "Sneaky",
+        "channel_id": world.globex_ids["channel"],
+        "template": {"name": "promo", "language": {"code": "en"}},
+        "draft": True,
+    }
+    tries = [
+        (tokens.acme_admin, body, 422, "unknown_channel"),
+        (tokens.acme_admin, {**body, "tenant": "globex"}, 422, "validation_error"),
+        (tokens.acme_agent, body, 403, "forbidden"),
+    ]
+    for token, sent, status, code in tries:
+        response = await api.post("/api/campaigns", json=sent, headers=bearer(token))
+        text = await response.text()
+        if (response.status, orjson.loads(text)["error"]["code"]) != (status, code):
+            failures.append(f"POST /api/campaigns {sent}: {response.status} {text}")
+        if leaked := shown(text, world.markers, besides=str(sent["channel_id"])):
+            failures.append(f"POST /api/campaigns {sent} shows {leaked}")
+    if await snapshot(db) != before:
+        failures.append("POST /api/campaigns into globex changed the store")
+    return failures
+
+
 CREATIONS: dict[tuple[str, str], Creation] = {
+    ("post", "/api/campaigns"): campaign_into_globex,
     ("post", "/api/channels"): channel_into_globex,
     ("post", "/api/agents"): agent_into_globex,
+    ("post", "/api/admin/webhook-logs/replay"): replay_into_globex,
 }
 
 

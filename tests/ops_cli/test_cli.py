@@ -6,7 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -167,4 +167,59 @@ async def test_webhooks_replay_publishes_failed_events_again(
             received.append(WebhookDelivery.from_amqp(message.body, message.headers))
         assert [d.body for d in received] == bodies[:2]
         assert [d.request_id for d in received] == ["r0", "r1"]
+        assert await queue.get(fail=False, timeout=1) is None
+
+
+async def test_webhooks_replay_since_takes_a_duration_or_a_time_and_refuses_anything_else(
+    mongo_url: str, mongo_db_name: str, amqp_url: str, amqp_namespace: backends.AmqpNamespace
+) -> None:
+    amqp_namespace.track_topology()
+    names = Names(amqp_namespace.name)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await declare(channel, everything(names))
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+        now = datetime.now(UTC)
+        try:
+            db = client[mongo_db_name]
+            await apply_migrations(db)
+            for body, age in ((b'{"old":1}', timedelta(hours=3)), (b'{"new":1}', timedelta(0))):
+                delivery = WebhookDelivery(
+                    sha256=hashlib.sha256(body).hexdigest(),
+                    request_id="r",
+                    received_at=now - age,
+                    body=body,
+                )
+                await record_webhook(
+                    db, delivery, status="failed", phone_number_ids=[], error={"code": "x"}
+                )
+        finally:
+            await client.close()
+        env = {"RABBITMQ_URL": amqp_url, "AMQP_NAMESPACE": amqp_namespace.name}
+
+        def replay(*args: str) -> subprocess.CompletedProcess[str]:
+            return inbox_ops(
+                "webhooks", "replay", *args, mongo_url=mongo_url, db=mongo_db_name, env=env
+            )
+
+        four_hours_ago = (now - timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert "1 event(s) match" in replay("--since", "2h", "--dry-run").stdout
+        assert "1 event(s) match" in replay("--since", "90m", "--dry-run").stdout
+        assert "2 event(s) match" in replay("--since", "1d", "--dry-run").stdout
+        assert "2 event(s) match" in replay("--since", four_hours_ago, "--dry-run").stdout
+        for wrong in ("soon", "2 hours", "0m"):
+            refused = replay("--since", wrong, "--dry-run")
+            assert refused.returncode == 2, wrong
+            assert "a duration back from now (30m, 2h, 7d)" in refused.stderr or (
+                "a duration like 30s, 30m, 2h or 7d" in refused.stderr
+            ), refused.stderr
+
+        done = replay("--since", "2h")
+        assert done.returncode == 0, done.stderr
+        assert "replayed 1 event(s)" in done.stdout
+        queue = await channel.get_queue(names.webhooks_queue)
+        message = await queue.get(timeout=5)
+        await message.ack()
+        assert message.body == b'{"new":1}'
         assert await queue.get(fail=False, timeout=1) is None

@@ -7,13 +7,13 @@ how its consumer rides out an outage.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator
 
+from inbox_common.durations import parse_duration
 from inbox_common.settings import (
     BrokerSettings,
     ConsumerSettings,
@@ -44,8 +44,6 @@ DEFAULT_SCHEDULE: dict[str, int] = {
     "dead_letters": 300,
     "alerts": 60,
 }
-_DURATION = re.compile(r"^([0-9]{1,7})(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_schedule(value: str) -> dict[str, float | None]:
@@ -63,10 +61,12 @@ def parse_schedule(value: str) -> dict[str, float | None]:
         if every.lower() == "off":
             periods[task] = None
             continue
-        match = _DURATION.fullmatch(every)
-        if match is None or int(match[1]) == 0:
-            raise ValueError(f"{every!r} ({task}) is not a duration like 30s, 5m, 1h, 1d, or off")
-        periods[task] = float(int(match[1]) * _UNITS[match[2]])
+        try:
+            periods[task] = parse_duration(every).total_seconds()
+        except ValueError:
+            raise ValueError(
+                f"{every!r} ({task}) is not a duration like 30s, 5m, 1h, 1d, or off"
+            ) from None
     return periods
 
 

@@ -10,7 +10,9 @@ from datetime import datetime
 
 from pymongo.errors import PyMongoError
 
+from inbox_common.durations import parse_since
 from inbox_common.logging import configure_logging
+from inbox_common.replay import REPLAY_LIMIT
 from inbox_common.settings import load_settings, redact_url
 from inbox_common.store.client import create_client
 from inbox_common.store.ledger import LedgerFilter
@@ -18,6 +20,7 @@ from inbox_common.store.token_cipher import TokenCipher
 from inbox_common.tokens import Role
 from inbox_ops.channels import rotate_channel_tokens
 from inbox_ops.db import db_deploy
+from inbox_ops.dead_letters import add_dead_letter_commands, run_dead_letters
 from inbox_ops.jobs import job_campaign_retry
 from inbox_ops.maintenance import add_maintenance_commands, maintenance_run
 from inbox_ops.runbook import RUNBOOK_COMMANDS, add_runbook_commands, run_runbook_command
@@ -26,11 +29,25 @@ from inbox_ops.tokens import token_create, token_list, token_revoke
 from inbox_ops.webhooks import webhooks_replay
 
 
+def _since(value: str) -> datetime:
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="inbox-ops",
         description="Operate the WhatsApp inbox: migrations, tokens, health, readiness and "
-        "incident snapshots, one-shot jobs and maintenance, and the local stack. "
+        "incident snapshots, webhook and dead-letter replays, one-shot jobs and maintenance, "
+        "and the local stack. "
         "Settings come from the environment (MONGODB_URL, MONGODB_DB, ...).",
     )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -77,10 +94,17 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--error-code", help="only events that failed with this code")
     replay.add_argument("--phone-number-id", help="only events for this number")
     replay.add_argument(
-        "--since", type=datetime.fromisoformat, help="only events received at or after (ISO 8601)"
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only events received at or after WHEN: a duration back from now (30m, 2h, 7d) "
+        "or an ISO 8601 time (2026-12-01T09:00:00Z; without an offset, UTC)",
     )
-    replay.add_argument("--limit", type=int, default=1000, help="at most this many (oldest first)")
+    replay.add_argument(
+        "--limit", type=_positive, default=REPLAY_LIMIT, help="at most this many (oldest first)"
+    )
     replay.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    add_dead_letter_commands(commands)
 
     job = commands.add_parser("job", help="run a job once, in the foreground")
     jobs = job.add_subparsers(dest="job", required=True, metavar="JOB")
@@ -115,9 +139,10 @@ async def _with_store(args: argparse.Namespace, settings: OpsSettings) -> int:
                 error_code=args.error_code,
                 phone_number_id=args.phone_number_id,
                 since=args.since,
-                limit=args.limit,
             )
-            return await webhooks_replay(db, settings, selection, dry_run=args.dry_run)
+            return await webhooks_replay(
+                db, settings, selection, limit=args.limit, dry_run=args.dry_run
+            )
         if args.command == "channels":
             return await rotate_channel_tokens(db)
         action = args.token_command
@@ -149,6 +174,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return job_campaign_retry(every=max(args.every, 1))
     if args.command == "maintenance":
         return maintenance_run(args.tasks)
+    if args.command == "dead-letters":
+        return run_dead_letters(args)
     if args.command == "channels" and args.channels_command == "new-key":
         print(TokenCipher.new_key())
         return 0

@@ -26,7 +26,7 @@ from inbox_common.jobs import JobLock, LockState
 from inbox_common.settings import redact_url
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import Database, create_client
-from inbox_common.store.ledger import FAILED, Ledger
+from inbox_common.store.ledger import FAILED, Ledger, LedgerFilter
 from inbox_common.store.migrations import check_schema
 from inbox_common.store.schema import WEBHOOK_EVENTS
 from inbox_ops.settings import ReadinessSettings
@@ -221,9 +221,7 @@ async def webhook_stats(db: Database, window: timedelta = WEBHOOK_WINDOW) -> Web
 
     by_status = await counts({"received_at": {"$gte": since}}, "$status")
     by_reason = await counts({"status": FAILED, "received_at": {"$gte": since}}, "$error.code")
-    newest = await Ledger(db).page(
-        status=FAILED, phone_number_ids=None, before=None, limit=LATEST_FAILED
-    )
+    newest = await Ledger(db).page(LedgerFilter(status=FAILED), before=None, limit=LATEST_FAILED)
     latest = [
         {
             "id": str(doc["_id"]),

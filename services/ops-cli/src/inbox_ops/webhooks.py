@@ -14,13 +14,14 @@ from inbox_ops.settings import OpsSettings
 
 
 async def webhooks_replay(
-    db: Database, settings: OpsSettings, selection: LedgerFilter, *, dry_run: bool
+    db: Database, settings: OpsSettings, selection: LedgerFilter, *, limit: int, dry_run: bool
 ) -> int:
     ledger = Ledger(db)
     matching = await ledger.count(selection)
     if dry_run or matching == 0:
         outcome = "nothing replayed (dry run)" if dry_run else "nothing to replay"
-        print(f"{matching} event(s) match; {outcome}")
+        taken = f" (a replay takes the oldest {limit})" if dry_run and matching > limit else ""
+        print(f"{matching} event(s) match{taken}; {outcome}")
         return 0
     broker = Broker(settings.rabbitmq_url, name="inbox-ops")
     broker.start()
@@ -29,7 +30,7 @@ async def webhooks_replay(
         publisher = ConfirmedPublisher(broker, timeout=settings.amqp_publish_timeout)
         await publisher.start()
         replayed = await replay_webhooks(
-            ledger, publisher, Names(settings.amqp_namespace), selection
+            ledger, publisher, Names(settings.amqp_namespace), selection, limit=limit
         )
     except (PublishFailedError, ConnectionError) as exc:
         print(f"replay stopped: {exc}; run it again once RabbitMQ is reachable", file=sys.stderr)
@@ -37,4 +38,9 @@ async def webhooks_replay(
     finally:
         await broker.close()
     print(f"replayed {replayed} event(s); watch GET /api/admin/webhook-logs for their new status")
+    if matching > replayed:
+        print(
+            f"{matching - replayed} more event(s) match: run it again once these are processed "
+            "(a replay takes the oldest first)"
+        )
     return 0

@@ -47,6 +47,7 @@ from pymongo.errors import PyMongoError
 
 from inbox_common.broker.connection import Broker
 from inbox_common.broker.consumer import PARKED_HEADER, QUEUE_HEADER, REASON_HEADER
+from inbox_common.broker.headers import republished_headers
 from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
 from inbox_common.broker.topology import PIECES, RETRY_TIERS, Names
 from inbox_common.errors import PermanentError
@@ -69,9 +70,6 @@ GET_TIMEOUT_SECONDS = 5.0
 DUE_TIER = "due"
 # What a broker failure looks like from aio-pika (not RuntimeError at large: that is a bug).
 BROKER_ERRORS = (AMQPError, ConnectionError, ChannelInvalidStateError, TimeoutError)
-# Headers the broker sets on a delivery or a dead-lettering: a republished job starts afresh.
-_BROKER_HEADERS = frozenset({"x-death", "x-delivery-count"})
-_BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
 
 
 @dataclass
@@ -130,26 +128,6 @@ class OnceResult:
     result: PassResult | None
     holder: LockState | None = None
     taken_from: str | None = None
-
-
-def republished_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
-    """The job's headers without the broker's, as pamqp will encode them again (it delivers
-    string headers as bytes, which may not even be UTF-8, but refuses to send bytes)."""
-    return {
-        key: _republishable(value)
-        for key, value in (message.headers or {}).items()
-        if key not in _BROKER_HEADERS and not key.startswith(_BROKER_HEADER_PREFIXES)
-    }
-
-
-def _republishable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list):
-        return [_republishable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _republishable(v) for k, v in value.items()}
-    return value
 
 
 def _header_text(message: AbstractIncomingMessage, name: str) -> str | None:
@@ -495,7 +473,7 @@ class RetryWorker:
             routing_key,
             message.body,
             message_id=message.message_id,
-            headers=republished_headers(message) | extra,
+            headers=republished_headers(message.headers) | extra,
             content_type=message.content_type,
             timestamp=message.timestamp,
         )

@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from inbox_common.broker.connection import BROKER, NAMES, Broker
+from inbox_common.broker.headers import republished_headers
 from inbox_common.broker.publisher import PUBLISHER, ConfirmedPublisher, PublishFailedError
 from inbox_common.broker.topology import Piece, declare
 from inbox_common.errors import PermanentError, TransientError
@@ -57,8 +58,6 @@ QUEUE_HEADER = "x-inbox-source-queue"
 PARKED_HEADER = "x-inbox-parked"
 TIER_HEADER = "x-inbox-retry-tier"
 # Headers the broker sets on a delivery: a republished message starts afresh.
-_BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
-                   "x-first-death-queue", "x-first-death-reason")  # fmt: skip
 
 # A crash within this many seconds keeps the consumer's health degraded.
 CRASH_MEMORY_SECONDS = 300.0
@@ -258,11 +257,7 @@ class Consumer:
     ) -> bool:
         """Publish ``message`` again (confirmed) and ack it; False (and requeued) when the
         broker did not take it."""
-        headers = {
-            k: _republishable(v)
-            for k, v in (message.headers or {}).items()
-            if k not in _BROKER_HEADERS
-        }
+        headers = republished_headers(message.headers)
         headers.update(extra)
         try:
             await self._publisher.publish(
@@ -370,18 +365,6 @@ def _retried_in_place(exc: BaseException) -> bool:
     """A transient failure with a tier waits in that tier; only one without is retried here
     (repeating a Cloud API call in place would defeat its rate limit and its tiers)."""
     return isinstance(exc, TransientError) and exc.tier is None
-
-
-def _republishable(value: Any) -> Any:
-    """A header value as pamqp will encode it again: it delivers string headers as bytes
-    (they may not even be UTF-8) but refuses to send bytes."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list):
-        return [_republishable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _republishable(v) for k, v in value.items()}
-    return value
 
 
 def consumer_metrics(app: web.Application) -> ConsumerMetrics:

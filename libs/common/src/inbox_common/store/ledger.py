@@ -1,8 +1,8 @@
 """``webhook_events``: the ledger of every webhook body received, and its fate.
 
 This module owns the shape of a ledger entry: the consumer records bodies and their fates
-through it, the webhook logs page through it, and a replay selects bodies with a
-:class:`LedgerFilter`.
+through it, and the webhook logs and the replays select entries with a :class:`LedgerFilter`
+(the same filter for both, so a replay takes exactly what the listing showed).
 
 An entry is written once, with its fate, after the body's content was written: one insert
 per body, the least the store can do. Until then the body is only in the broker's queue (a
@@ -30,28 +30,54 @@ from inbox_common.store.schema import WEBHOOK_EVENTS
 RECEIVED = "received"
 PROCESSED = "processed"
 FAILED = "failed"
+STATUSES = (RECEIVED, PROCESSED, FAILED)
+# What a replay by filter may select: a processed body has nothing left to apply.
+REPLAYABLE = (FAILED, RECEIVED)
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerFilter:
-    """Which entries to select for a replay; ``processed`` ones are never replayed."""
+    """Which entries to select: by status (``None``: any), error code, number and time of
+    receipt, within the numbers the reader may see.
 
-    status: str = FAILED
+    ``within`` is a tenant admin's numbers: an entry is theirs when it names one of them (an
+    empty tuple selects nothing). ``None`` (a superadmin, an operator) selects every entry,
+    those that name no number (a body that is not JSON) included. ``phone_number_id``
+    narrows the selection to one number, never beyond ``within``.
+    """
+
+    status: str | None = FAILED
     error_code: str | None = None
     phone_number_id: str | None = None
     since: datetime | None = None
-    limit: int = 1000
+    within: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in (FAILED, RECEIVED):
-            raise ValueError("only failed or received events can be replayed")
+        if self.status is not None and self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+
+    @property
+    def replayable(self) -> bool:
+        """Whether a replay may take this selection (failed or received entries only)."""
+        return self.status in REPLAYABLE
+
+    def numbers(self) -> tuple[str, ...] | None:
+        """The numbers an entry must name one of (``None``: any, or none)."""
+        if self.phone_number_id is None:
+            return self.within
+        if self.within is None or self.phone_number_id in self.within:
+            return (self.phone_number_id,)
+        return ()
 
     def query(self) -> dict[str, Any]:
-        query: dict[str, Any] = {"status": self.status}
+        query: dict[str, Any] = {}
+        if self.status:
+            query["status"] = self.status
         if self.error_code:
             query["error.code"] = self.error_code
-        if self.phone_number_id:
-            query["phone_number_ids"] = self.phone_number_id
+        numbers = self.numbers()
+        if numbers is not None:
+            query["phone_number_ids"] = {"$in": list(numbers)}
         if self.since:
             query["received_at"] = {"$gte": self.since}
         return query
@@ -124,46 +150,60 @@ class Ledger:
         )
 
     async def page(
-        self,
-        *,
-        status: str | None,
-        phone_number_ids: list[str] | None,
-        before: ObjectId | None,
-        limit: int,
+        self, selection: LedgerFilter, *, before: ObjectId | None, limit: int
     ) -> list[Document]:
-        """Newest first; ``phone_number_ids`` None means every tenant (superadmin)."""
-        query: dict[str, Any] = {}
-        if status:
-            query["status"] = status
-        if phone_number_ids is not None:
-            query["phone_number_ids"] = {"$in": phone_number_ids}
+        """The selected entries without their bodies, newest first, from before ``before``."""
+        query = selection.query()
         if before is not None:
             query["_id"] = {"$lt": before}
         cursor = self._events.find(query, {"body": 0}).sort("_id", -1).limit(limit)
         return await cursor.to_list()
 
+    async def reasons(self, selection: LedgerFilter) -> dict[str, int]:
+        """How many of the selected entries failed, by error code (most first); only failed
+        entries have one, so a selection of another status counts none."""
+        if selection.status not in (None, FAILED):
+            return {}
+        match = {**selection.query(), "status": FAILED}
+        cursor = await self._events.aggregate(
+            [{"$match": match}, {"$group": {"_id": "$error.code", "n": {"$sum": 1}}}]
+        )
+        counts = {str(doc["_id"]): int(doc["n"]) async for doc in cursor if doc["_id"]}
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
     async def get(self, event_id: ObjectId) -> Document | None:
         return await self._events.find_one({"_id": event_id})
 
-    async def count(self, selection: LedgerFilter) -> int:
-        return await self._events.count_documents(selection.query(), limit=selection.limit)
+    async def count(self, selection: LedgerFilter, *, limit: int | None = None) -> int:
+        """How many entries the selection holds (at most ``limit``, when given)."""
+        if limit is None:
+            return await self._events.count_documents(selection.query())
+        return await self._events.count_documents(selection.query(), limit=limit)
 
-    async def deliveries(self, selection: LedgerFilter) -> AsyncIterator[WebhookDelivery]:
-        """The selected bodies as they were received, oldest first."""
+    async def deliveries(
+        self, selection: LedgerFilter, *, limit: int
+    ) -> AsyncIterator[WebhookDelivery]:
+        """The selected bodies as they were received, oldest first, at most ``limit``."""
         cursor = (
             self._events.find(
                 selection.query(), {"sha256": 1, "request_id": 1, "received_at": 1, "body": 1}
             )
             .sort("received_at", 1)
-            .limit(selection.limit)
+            .limit(limit)
         )
         async for entry in cursor:
-            yield WebhookDelivery(
-                sha256=entry["sha256"],
-                request_id=entry.get("request_id") or "",
-                received_at=entry["received_at"],
-                body=bytes(entry["body"]),
-            )
+            yield entry_delivery(entry)
+
+
+def entry_delivery(entry: Document) -> WebhookDelivery:
+    """A ledger entry's body as webhook-ingest handed it on: the same bytes, sha256, request
+    id and time of receipt."""
+    return WebhookDelivery(
+        sha256=entry["sha256"],
+        request_id=entry.get("request_id") or "",
+        received_at=entry["received_at"],
+        body=bytes(entry["body"]),
+    )
 
 
 def _again(fate: Fate, now: datetime) -> UpdateOne:

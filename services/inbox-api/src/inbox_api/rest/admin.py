@@ -1,6 +1,10 @@
-"""REST handlers of the admin side: channels, the webhook logs, agents and their tokens."""
+"""REST handlers of the admin side: channels, the webhook logs (and their replays), agents
+and their tokens."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -17,9 +21,15 @@ from inbox_api.rest.schemas import (
     ChannelReconnect,
     ChannelReconnected,
     Page,
+    WebhookLogPage,
+    WebhookReplay,
+    WebhookReplayed,
 )
-from inbox_api.webhook_logs import WEBHOOK_STATUSES
+from inbox_common.broker.connection import NAMES
+from inbox_common.broker.publisher import PUBLISHER
+from inbox_common.durations import SINCE_FORM, parse_since
 from inbox_common.http import ApiError
+from inbox_common.store.ledger import REPLAYABLE, STATUSES, LedgerFilter
 from inbox_common.tokens import Role
 
 
@@ -69,24 +79,72 @@ async def _webhook_scope(request: web.Request) -> list[str] | None:
     return await request.app[CHANNELS].phone_number_ids(principal.tenant)
 
 
+# The webhook logs' filters besides status: each one's allowed form, named in its 400.
+_PHONE_NUMBER_ID = re.compile(r"[0-9]{1,32}")
+_REASON = re.compile(r"[a-z0-9_]{1,64}(:[a-z0-9_]{1,64})?")
+_PHONE_NUMBER_ID_FORM = "a Meta phone number ID: 1 to 32 digits"
+_REASON_FORM = (
+    "an error code: unknown_channel, store_refused, invalid_payload:invalid_json, "
+    "invalid_payload:not_an_object or invalid_payload:schema (lowercase letters, digits, _ "
+    "and one :)"
+)
+_REPLAY_STATUS_FORM = (
+    f"{' or '.join(REPLAYABLE)} (a processed event needs no replay; "
+    "POST /api/admin/webhook-logs/{id}/replay sends one event again whatever its status)"
+)
+
+
+def _bad_filter(name: str, form: str) -> ApiError:
+    return ApiError(400, f"invalid_{name}", f"{name} must be {form}", {"field": name})
+
+
+def _webhook_filter(
+    values: Mapping[str, str | None], numbers: list[str] | None, *, replay: bool = False
+) -> LedgerFilter:
+    """The listing's filters (and the bulk replay's), within the reader's numbers; a wrong
+    one is a 400 that names it and its allowed form."""
+    status = values.get("status")
+    allowed = REPLAYABLE if replay else STATUSES
+    if status is not None and status not in allowed:
+        raise _bad_filter(
+            "status", _REPLAY_STATUS_FORM if replay else f"one of {', '.join(allowed)}"
+        )
+    since = values.get("since")
+    try:
+        moment = None if since is None else parse_since(since)
+    except ValueError:
+        raise _bad_filter("since", SINCE_FORM) from None
+    number = values.get("phone_number_id")
+    if number is not None and not _PHONE_NUMBER_ID.fullmatch(number):
+        raise _bad_filter("phone_number_id", _PHONE_NUMBER_ID_FORM)
+    reason = values.get("reason")
+    if reason is not None and not _REASON.fullmatch(reason):
+        raise _bad_filter("reason", _REASON_FORM)
+    return LedgerFilter(
+        status=status,
+        error_code=reason,
+        phone_number_id=number,
+        since=moment,
+        within=None if numbers is None else tuple(numbers),
+    )
+
+
 async def list_webhook_logs(request: web.Request) -> web.Response:
     numbers = await _webhook_scope(request)
     params = request.query
-    status = params.get("status")
-    if status is not None and status not in WEBHOOK_STATUSES:
-        raise ApiError(
-            400,
-            "invalid_status",
-            f"status must be one of {', '.join(WEBHOOK_STATUSES)}",
-            {"field": "status"},
-        )
+    selection = _webhook_filter(params, numbers)
     limit = pagination.limit(params.get("limit"))
     before = pagination.decode(params["cursor"])[1] if "cursor" in params else None
-    docs, more = await request.app[WEBHOOK_LOGS].page(
-        numbers=numbers, status=status, before=before, limit=limit
-    )
+    logs = request.app[WEBHOOK_LOGS]
+    docs, more = await logs.page(selection, before=before, limit=limit)
     cursor = pagination.encode(None, docs[-1]["_id"]) if more else None
-    return out(Page(items=[views.webhook_log(d, numbers) for d in docs], next_cursor=cursor))
+    return out(
+        WebhookLogPage(
+            items=[views.webhook_log(d, numbers) for d in docs],
+            next_cursor=cursor,
+            reasons=await logs.reasons(selection),
+        )
+    )
 
 
 async def get_webhook_log(request: web.Request) -> web.Response:
@@ -94,6 +152,30 @@ async def get_webhook_log(request: web.Request) -> web.Response:
     oid = pagination.object_id(request.match_info["id"], "webhook event")
     doc = await request.app[WEBHOOK_LOGS].get(oid, numbers=numbers)
     return out(views.webhook_log_detail(doc, numbers))
+
+
+async def replay_webhook_log(request: web.Request) -> web.Response:
+    """Send one event's stored body through the consumer again (202: RabbitMQ has it)."""
+    numbers = await _webhook_scope(request)
+    oid = pagination.object_id(request.match_info["id"], "webhook event")
+    app = request.app
+    await app[WEBHOOK_LOGS].replay_one(
+        oid, numbers=numbers, publisher=app[PUBLISHER], names=app[NAMES]
+    )
+    return out(WebhookReplayed(replayed=1, matched=1), status=202)
+
+
+async def replay_webhook_logs(request: web.Request) -> web.Response:
+    """Send the events a filter selects through the consumer again, oldest first, up to the
+    body's ``limit`` (202: RabbitMQ has them)."""
+    numbers = await _webhook_scope(request)
+    body = await read_body(request, WebhookReplay)
+    selection = _webhook_filter(body.model_dump(exclude={"limit"}), numbers, replay=True)
+    app = request.app
+    replayed, matched = await app[WEBHOOK_LOGS].replay(
+        selection, limit=body.limit, publisher=app[PUBLISHER], names=app[NAMES]
+    )
+    return out(WebhookReplayed(replayed=replayed, matched=matched), status=202)
 
 
 async def create_agent(request: web.Request) -> web.Response:

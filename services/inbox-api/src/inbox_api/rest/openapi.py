@@ -42,7 +42,9 @@ from inbox_api.rest.schemas import (
     Page,
     TokenOut,
     WebhookLogDetail,
-    WebhookLogOut,
+    WebhookLogPage,
+    WebhookReplay,
+    WebhookReplayed,
 )
 from inbox_common import __version__
 from inbox_common.alerts import AlertKind, AlertStatus, Severity
@@ -81,6 +83,20 @@ _ALERT_FILTERS = [
     _query("status", "open, acknowledged or resolved", enum=[s.value for s in AlertStatus]),
     _query("severity", "P0 (critical) to P3 (low)", enum=[s.value for s in Severity]),
     _query("kind", "one kind of alert", enum=[k.value for k in AlertKind]),
+]
+_WEBHOOK_LOG_FILTERS = [
+    _query("status", "received, processed or failed", enum=["received", "processed", "failed"]),
+    _query(
+        "since",
+        "received at or after: an ISO 8601 time (2026-12-01T09:00:00Z) or a "
+        "duration back from now (30m, 2h, 7d)",
+    ),
+    _query("phone_number_id", "events naming this number", pattern="^[0-9]{1,32}$"),
+    _query(
+        "reason",
+        "events that failed with this error code (unknown_channel, store_refused, "
+        "invalid_payload:invalid_json...)",
+    ),
 ]
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
@@ -146,11 +162,20 @@ ROUTES: tuple[Route, ...] = (
     Route("delete", "/api/tokens/{id}", "Revoke a token: it stops working within seconds",
           None, status="204", params=_ID, errors=("401", "403", "404")),
     Route("get", "/api/admin/webhook-logs",
-          "The webhook ledger, newest first (admin: own channels; superadmin: all)",
-          Page[WebhookLogOut], params=[_query("status", "received, processed or failed"),
-                                       *_PAGING], errors=("400", "401", "403")),
+          "The webhook ledger, newest first (admin: own channels; superadmin: all), with the "
+          "filter's failures by reason",
+          WebhookLogPage, params=[*_WEBHOOK_LOG_FILTERS, *_PAGING],
+          errors=("400", "401", "403")),
     Route("get", "/api/admin/webhook-logs/{id}", "One webhook event with its raw body",
           WebhookLogDetail, params=_ID, errors=("401", "403", "404")),
+    Route("post", "/api/admin/webhook-logs/replay",
+          "Replay the failed (or received) events a filter selects through the consumer, oldest "
+          "first, up to limit (202: RabbitMQ has them)", WebhookReplayed, status="202",
+          body=WebhookReplay, errors=("400", "401", "403", "422", "503")),
+    Route("post", "/api/admin/webhook-logs/{id}/replay",
+          "Replay one event's raw body through the consumer, whatever its status (202; a "
+          "processed event stays as it is)", WebhookReplayed, status="202", params=_ID,
+          errors=("401", "403", "404", "503")),
     Route("get", "/api/admin/alerts",
           "Alerts, newest first (admin: own tenant's; superadmin: all, platform-wide too)",
           Page[AlertOut], params=[*_ALERT_FILTERS, *_PAGING], errors=("400", "401", "403")),

@@ -83,6 +83,8 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/api/tokens/{id}", admin.revoke_token)
     r.add_get("/api/admin/webhook-logs", admin.list_webhook_logs)
     r.add_get("/api/admin/webhook-logs/{id}", admin.get_webhook_log)
+    r.add_post("/api/admin/webhook-logs/replay", admin.replay_webhook_logs)
+    r.add_post("/api/admin/webhook-logs/{id}/replay", admin.replay_webhook_log)
     r.add_get("/api/admin/alerts", alerts.list_alerts)
     r.add_get("/api/admin/alerts/{id}", alerts.get_alert)
     r.add_post("/api/admin/alerts/{id}/ack", alerts.acknowledge_alert)

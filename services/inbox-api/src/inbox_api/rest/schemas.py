@@ -249,6 +249,49 @@ class WebhookLogDetail(WebhookLogOut):
     )
 
 
+class WebhookLogPage(Page[WebhookLogOut]):
+    reasons: dict[str, int] = Field(
+        description="the failed events of the whole filter (not only this page) by error code "
+        "(the reason filter's values), most first"
+    )
+
+
+class WebhookReplay(BaseModel):
+    """A replay by filter: the listing's filters, as strings (a wrong one is a 400 naming it),
+    and how many events at most."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str = Field(
+        default="failed",
+        description="failed or received (a processed event needs no replay; replay one by id "
+        "to send it again anyway)",
+    )
+    since: str | None = Field(
+        default=None,
+        description="received at or after: an ISO 8601 time (2026-12-01T09:00:00Z) or a "
+        "duration back from now (30m, 2h, 7d)",
+    )
+    phone_number_id: str | None = Field(default=None, description="events naming this number")
+    reason: str | None = Field(
+        default=None, description="events that failed with this error code (unknown_channel...)"
+    )
+    limit: int = Field(
+        default=100, ge=1, le=1000, description="at most this many events, the oldest first"
+    )
+
+
+class WebhookReplayed(BaseModel):
+    replayed: int = Field(
+        description="events published to the consumer again, each confirmed by RabbitMQ; their "
+        "new status shows in the listing once the consumer has applied them (seconds)"
+    )
+    matched: int = Field(
+        description="events the filter selected when the replay began; more than replayed when "
+        "the limit cut it (the rest are newer: run the replay again once these are processed)"
+    )
+
+
 class AlertOut(BaseModel):
     id: str
     kind: str = Field(
