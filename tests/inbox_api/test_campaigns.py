@@ -47,7 +47,7 @@ async def cloud(ingest_url: str) -> AsyncIterator[Sandbox]:
         yield sandbox
 
 
-async def started(settings: InboxApiSettings, cloud: Sandbox, **overrides: Any) -> TestClient:
+async def started(settings: InboxApiSettings, cloud: Sandbox, **overrides: Any) -> ApiClient:
     wired = settings.model_copy(
         update={
             "whatsapp_api_base_url": cloud.url,
@@ -56,7 +56,7 @@ async def started(settings: InboxApiSettings, cloud: Sandbox, **overrides: Any) 
             **overrides,
         }
     )
-    client: TestClient = TestClient(TestServer(create_app(wired)))
+    client: ApiClient = TestClient(TestServer(create_app(wired)))
     await client.start_server()
     await healthy(client)
     return client
@@ -291,6 +291,25 @@ async def test_a_restricted_account_pauses_the_campaign_with_an_alert(
     assert stored is not None
     assert stored["status"] == "disconnected"
     assert await cloud.sent(phone_number_id=ACME_NUMBER) == []
+
+
+async def test_a_spam_limit_in_a_failed_status_pauses_the_campaign_too(
+    app: ApiClient, cloud: Sandbox, tokens: Tokens, channel: Document, db: Database
+) -> None:
+    # Meta accepts the send, then says in a failed status webhook that the number hit its
+    # spam rate limit (131048): the channel stops and the campaign pauses.
+    await db[CHANNELS].update_one({"_id": channel["_id"]}, {"$set": {"messages_per_second": 1}})
+    await cloud.fail_next(131048)
+    rows = [{"wa_id": n, "variables": {"name": "x"}} for n in numbers(10, start=3500)]
+    _, body = await create(app, tokens.acme_admin, channel, recipients=rows)
+    paused = await until_campaign(
+        app, tokens.acme_admin, body["id"], "paused by the status", lambda c: c["paused"]
+    )
+    assert (paused["status"], paused["paused"]["signal"]) == ("paused", "131048")
+    assert paused["funnel"]["failed_by_code"][0]["code"] == 131048
+    alert = await db[ALERTS].find_one({"kind": "campaign_paused", "subject": body["id"]})
+    assert alert is not None
+    assert len(await cloud.sent(phone_number_id=ACME_NUMBER)) < 10
 
 
 async def test_a_scheduled_campaign_starts_when_its_time_comes(

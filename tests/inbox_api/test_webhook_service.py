@@ -4,6 +4,7 @@ ordering, unknown channels, replay and concurrency."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -162,9 +163,7 @@ async def test_a_crash_half_way_then_a_redelivery_equals_one_clean_delivery(
         payloads.reaction_message(WA, third, first, "👍", timestamp=T0 + 2),
     )
     stores = Stores.of(db)
-    crashing = WebhookProcessor(
-        Stores(stores.ledger, stores.channels, _CrashingInbox(db), stores.identities)
-    )
+    crashing = WebhookProcessor(dataclasses.replace(stores, inbox=_CrashingInbox(db)))
 
     with pytest.raises(RuntimeError, match="killed"):
         await crashing.process(delivery_of(body))

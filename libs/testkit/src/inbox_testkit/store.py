@@ -25,15 +25,23 @@ def cipher() -> TokenCipher:
 
 
 async def create_channel(
-    db: Database, *, tenant: str, phone_number_id: str, name: str = "Support"
+    db: Database,
+    *,
+    tenant: str,
+    phone_number_id: str,
+    name: str = "Support",
+    waba_id: str | None = None,
+    display_phone_number: str = "15550001111",
 ) -> Document:
+    """A channel as ``POST /api/channels`` stores one; its WABA is ``WABA<last 4 digits>``
+    unless given (give one to put several numbers in one business account)."""
     return await Channels(db, cipher=cipher()).create(
         tenant=tenant,
         fields={
             "name": name,
             "phone_number_id": phone_number_id,
-            "waba_id": f"WABA{phone_number_id[-4:]}",
-            "display_phone_number": "15550001111",
+            "waba_id": waba_id or f"WABA{phone_number_id[-4:]}",
+            "display_phone_number": display_phone_number,
             "access_token": f"EAAG-secret-{phone_number_id}",
         },
     )

@@ -1,4 +1,6 @@
-"""Meta's WhatsApp Cloud API webhook envelope (the ``messages`` field and its siblings).
+"""Meta's WhatsApp Cloud API webhook envelope (the ``messages`` field and its siblings, and
+the business-account fields ``message_template_status_update`` and
+``phone_number_quality_update``).
 
 Every model keeps the fields it does not know in ``model_extra``: Meta adds fields without
 notice (``user_id``, ``from_user_id``, ``identity_key_hash``, media ``url`` all arrived that
@@ -19,7 +21,11 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 
 __all__ = [
+    "ACCOUNT_FIELDS",
     "MEDIA_TYPES",
+    "QUALITY_FIELD",
+    "TEMPLATE_STATUS_FIELD",
+    "AccountUpdate",
     "ButtonContent",
     "Change",
     "ChangeEvent",
@@ -41,13 +47,17 @@ __all__ = [
     "MessageStatus",
     "MetaError",
     "Metadata",
+    "PhoneNumberQualityUpdate",
     "Profile",
     "ReactionContent",
     "RevokeContent",
     "SystemContent",
+    "TemplateInfo",
+    "TemplateStatusUpdate",
     "TextContent",
     "UnixTimestamp",
     "WebhookEnvelope",
+    "account_update",
     "iter_changes",
     "parse_envelope",
 ]
@@ -424,7 +434,11 @@ def parse_envelope(raw: bytes) -> WebhookEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One change of an envelope with its business phone number, flattened for consumers."""
+    """One change of an envelope with its business phone number, flattened for consumers.
+
+    ``waba_id`` is the entry's id (the WhatsApp Business Account); ``time`` is the entry's
+    ``time`` (when Meta triggered the webhook: business-account fields carry it), or None.
+    """
 
     waba_id: str
     phone_number_id: str | None
@@ -436,11 +450,13 @@ class ChangeEvent:
     errors: tuple[MetaError, ...]
     value: ChangeValue
     echoes: tuple[MessageEcho, ...] = ()
+    time: datetime | None = None
 
 
 def iter_changes(envelope: WebhookEnvelope) -> Iterator[ChangeEvent]:
     """Yield every change of every entry, in the order Meta sent them."""
     for entry in envelope.entry:
+        time = _entry_time(entry)
         for change in entry.changes:
             value = change.value
             metadata = value.metadata
@@ -455,4 +471,94 @@ def iter_changes(envelope: WebhookEnvelope) -> Iterator[ChangeEvent]:
                 errors=tuple(value.errors),
                 value=value,
                 echoes=tuple(value.message_echoes),
+                time=time,
             )
+
+
+def _entry_time(entry: Entry) -> datetime | None:
+    """The entry's ``time``, read leniently: it is not validated with the envelope, since a
+    surprising value there must not fail a body full of customer messages."""
+    try:
+        parsed = _from_unix_seconds((entry.model_extra or {}).get("time"))
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, datetime) else None
+
+
+# --- business-account fields ----------------------------------------------------------------
+
+TEMPLATE_STATUS_FIELD = "message_template_status_update"
+QUALITY_FIELD = "phone_number_quality_update"
+# Changes about the WhatsApp Business Account rather than a number's messages: the entry's id
+# is the WABA, and the value has no ``metadata.phone_number_id``.
+ACCOUNT_FIELDS = frozenset({TEMPLATE_STATUS_FIELD, QUALITY_FIELD})
+
+
+class TemplateInfo(_MetaObject):
+    """``other_info`` of a template event (a pause, an unpause, a lock): Meta's ``title``
+    (``FIRST_PAUSE``, ``SECOND_PAUSE``, ``UNPAUSE``...) and its words for it."""
+
+    title: str | None = None
+    description: str | None = None
+
+
+class TemplateStatusUpdate(_MetaObject):
+    """``message_template_status_update``: a template's review or lifecycle event.
+
+    ``event`` stays a plain string (APPROVED, REJECTED, PENDING, PAUSED, DISABLED, FLAGGED,
+    REINSTATED, PENDING_DELETION, ARCHIVED, ... : Meta adds values). Meta sends the template
+    id as a JSON number; ``reason`` is ``NONE`` for a pause and null for a deletion.
+    """
+
+    event: str
+    message_template_id: int | str | None = None
+    message_template_name: str | None = None
+    message_template_language: str | None = None
+    message_template_category: str | None = None
+    reason: str | None = None
+    other_info: TemplateInfo | None = None
+
+    @property
+    def template_id(self) -> str | None:
+        """The id as text: Graph ids are strings everywhere else, and text never overflows."""
+        return None if self.message_template_id is None else str(self.message_template_id)
+
+
+class PhoneNumberQualityUpdate(_MetaObject):
+    """``phone_number_quality_update``: a number's quality or messaging limit changed.
+
+    ``event`` stays a plain string (FLAGGED, UNFLAGGED, DOWNGRADE, UPGRADE, ONBOARDING,
+    THROUGHPUT_UPGRADE, ...); limits are Meta's tiers (TIER_250, TIER_1K, TIER_10K,
+    TIER_UNLIMITED, ...). ``display_phone_number`` is digits only, as Meta writes it.
+    """
+
+    event: str
+    display_phone_number: str | None = None
+    current_limit: str | None = None
+    old_limit: str | None = None
+    max_daily_conversations_per_business: str | None = None
+
+
+AccountUpdate = TemplateStatusUpdate | PhoneNumberQualityUpdate
+
+
+def account_update(change: ChangeEvent) -> AccountUpdate:
+    """The value of a business-account change (``field`` in :data:`ACCOUNT_FIELDS`), typed.
+
+    Raises ``InvalidEnvelope("schema", ...)`` when it does not fit (no ``event``, a field of
+    the wrong type): the message names locations, never values.
+    """
+    model: type[AccountUpdate]
+    if change.field == TEMPLATE_STATUS_FIELD:
+        model = TemplateStatusUpdate
+    elif change.field == QUALITY_FIELD:
+        model = PhoneNumberQualityUpdate
+    else:
+        raise ValueError(f"{change.field} is not a business-account field")
+    try:
+        return model.model_validate(change.value.model_extra or {})
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        where = ".".join(str(part) for part in errors[0]["loc"]) or "<value>"
+        message = f"the {change.field} change does not match Meta's schema at value.{where}: "
+        raise InvalidEnvelope("schema", message + errors[0]["msg"]) from None

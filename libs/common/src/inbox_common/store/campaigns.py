@@ -175,7 +175,7 @@ class Campaigns:
             paused.append(moved)
             await alerts.raise_alert(
                 AlertKind.CAMPAIGN_PAUSED,
-                title=f"campaign {moved['name']!r} paused: {reason}"[:300],
+                title=f"campaign {moved.get('name') or moved['_id']} paused: {reason}"[:300],
                 subject=str(moved["_id"]),
                 tenant=moved["tenant"],
                 evidence={

@@ -119,6 +119,16 @@ class Channels:
         docs = await self._channels.find({"tenant": tenant}, {"phone_number_id": 1}).to_list()
         return [d["phone_number_id"] for d in docs]
 
+    async def of_waba(self, waba_id: str) -> list[Document]:
+        """The channels of a WhatsApp Business Account (id, tenant, number and display
+        number), oldest first: what its business-account webhooks concern. Not cached: those
+        webhooks are rare, and a channel created now must be found by the next one."""
+        cursor = self._channels.find(
+            {"waba_id": waba_id},
+            {"_id": 1, "tenant": 1, "phone_number_id": 1, "display_phone_number": 1},
+        )
+        return await cursor.sort("created_at", 1).to_list()
+
     async def by_phone_number_id(self, phone_number_id: str) -> Document | None:
         """The channel of a number (id and tenant); found channels are cached briefly (the
         webhook hot path)."""

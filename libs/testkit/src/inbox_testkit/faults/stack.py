@@ -2,8 +2,8 @@
 
 A :class:`Service` is one ``webhook-ingest``, ``inbox-api`` or ``retry-worker`` process
 (``python -m ...``) that a test can kill (-9), stop and start again on the same port; the
-last lines of its output go into every failure message. A :class:`Stack` owns a set of services and stops
-them all on exit. (A store the test stops and restarts is a
+last lines of its output go into every failure message. A :class:`Stack` owns a set of
+services and stops them all on exit. (A store the test stops and restarts is a
 :class:`~inbox_common.local.secantus.SecantusServer`.)
 """
 

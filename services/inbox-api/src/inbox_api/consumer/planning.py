@@ -16,6 +16,9 @@ Besides ``messages``, the ``smb_message_echoes`` field is applied: the messages 
 sent from the WhatsApp Business app (or edited, or deleted there). An echo is an outbound
 message in the conversation of the customer it went to (``to``, resolved like a sender): it
 moves the preview but adds no unread mark and does not open the 24-hour window.
+
+The business-account fields (template status, number quality) are planned in pass 1 by
+:mod:`inbox_api.consumer.accounts` into their own writes: they name no contact.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 
+from inbox_api.consumer.accounts import AccountPlanner, AccountWrites
 from inbox_api.consumer.statuses import rank
 from inbox_api.previews import DELETED_PREVIEW, clip, preview
 from inbox_api.store.inbox import (
@@ -40,6 +44,7 @@ from inbox_api.store.inbox import (
 from inbox_api.store.storable import TOO_DEEP, storable
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.contracts.webhook import (
+    ACCOUNT_FIELDS,
     ChangeEvent,
     Contact,
     InboundMessage,
@@ -62,8 +67,8 @@ from inbox_common.whatsapp.errors import Classification
 log = get_logger(__name__)
 
 IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
-# The fields whose changes reach the inbox; other subscriptions (templates, account updates)
-# are kept in the ledger only.
+# The fields whose changes reach the inbox; the business-account fields (ACCOUNT_FIELDS) go to
+# account_events, and other subscriptions are kept in the ledger only.
 APPLIED_FIELDS = frozenset({"messages", "smb_message_echoes"})
 # Kinds of message that change an earlier one rather than add a bubble.
 REVISIONS = frozenset({"edit", "revoke"})
@@ -79,6 +84,7 @@ class Parsed:
     changes: list[tuple[ChangeEvent, Document, People]] = field(default_factory=list)
     phone_number_ids: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # business-account changes off schema
     fate: Fate | None = None
 
     @property
@@ -100,10 +106,14 @@ class Planner:
     def __init__(self, channels: Channels, identities: Identities) -> None:
         self._channels = channels
         self._identities = identities
+        self._accounts = AccountPlanner(channels)
 
-    async def plan(self, deliveries: list[WebhookDelivery], writes: Writes) -> list[Fate]:
-        """The fate of each body (in order); their content is added to ``writes``."""
-        parsed = [await self._parse(d) for d in deliveries]
+    async def plan(
+        self, deliveries: list[WebhookDelivery], writes: Writes, accounts: AccountWrites
+    ) -> list[Fate]:
+        """The fate of each body (in order); their content is added to ``writes``, their
+        business-account changes to ``accounts``."""
+        parsed = [await self._parse(d, accounts) for d in deliveries]
         refs = await self._people(parsed, writes)
         fates = []
         for body in parsed:
@@ -116,7 +126,7 @@ class Planner:
 
     # --- pass 1 -----------------------------------------------------------------------------
 
-    async def _parse(self, delivery: WebhookDelivery) -> Parsed:
+    async def _parse(self, delivery: WebhookDelivery, accounts: AccountWrites) -> Parsed:
         body = Parsed(delivery)
         try:
             envelope = parse_envelope(delivery.body)
@@ -125,7 +135,10 @@ class Planner:
             error = {"code": f"invalid_payload:{exc.reason}", "message": str(exc)}
             body.fate = Fate(delivery, FAILED, [], error)
             return body
-        for change in iter_changes(envelope):
+        for position, change in enumerate(iter_changes(envelope)):
+            if change.field in ACCOUNT_FIELDS:
+                await self._parse_account(body, position, change, accounts)
+                continue
             if change.field not in APPLIED_FIELDS or change.phone_number_id is None:
                 continue
             number = change.phone_number_id
@@ -145,6 +158,15 @@ class Planner:
                 continue
             body.changes.append((change, channel, people_of(change)))
         return body
+
+    async def _parse_account(
+        self, body: Parsed, position: int, change: ChangeEvent, accounts: AccountWrites
+    ) -> None:
+        try:
+            await self._accounts.plan(body.delivery, position, change, accounts)
+        except InvalidEnvelope as exc:
+            log.warning("webhook.invalid_payload", reason=exc.reason, error=str(exc), **body.ids)
+            body.invalid.append(str(exc))
 
     # --- pass 2 -----------------------------------------------------------------------------
 
@@ -299,6 +321,9 @@ def _fate(body: Parsed) -> Fate:
             "message": f"no channel has phone_number_id {numbers}; create it "
             "(POST /api/channels), which replays this event",
         }
+        return Fate(body.delivery, FAILED, body.phone_number_ids, error)
+    if body.invalid:
+        error = {"code": "invalid_payload:schema", "message": "; ".join(body.invalid)[:1000]}
         return Fate(body.delivery, FAILED, body.phone_number_ids, error)
     return Fate(body.delivery, PROCESSED, body.phone_number_ids)
 

@@ -13,6 +13,12 @@ were processed already), the messages and the contacts, then the conversations (
 messages: a conversation never shows the preview or unread mark of a message whose write
 failed), then one insert of the ledger entries with their fates. An entry says
 ``processed`` only once its content was written.
+
+Business-account changes (template status, number quality) are written after the inbox
+content and before the ledger: their ``account_events`` documents (one upsert each, keyed by
+the body), then the campaign pauses their risk signals call for (compare-and-sets, each
+raising its alert). A flush that fails between the two is applied again whole, and finds the
+documents written and the campaigns paused.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from enum import StrEnum
 from bson.errors import BSONError
 from pymongo.errors import PyMongoError
 
+from inbox_api.consumer.accounts import AccountWrites
 from inbox_api.consumer.planning import Planner
+from inbox_api.store.account_events import AccountEvents
 from inbox_api.store.inbox import Inbox, Writes
+from inbox_common.alerts import Alerts
 from inbox_common.batching import AdaptiveConcurrency, Coalescer, Concurrency
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.logging import get_logger
+from inbox_common.store.campaigns import Campaigns
 from inbox_common.store.channels import Channels
 from inbox_common.store.client import Database, is_transient
 from inbox_common.store.identities import Identities
@@ -67,10 +77,21 @@ class Stores:
     channels: Channels
     inbox: Inbox
     identities: Identities
+    account_events: AccountEvents
+    campaigns: Campaigns
+    alerts: Alerts
 
     @classmethod
     def of(cls, db: Database) -> Stores:
-        return cls(Ledger(db), Channels(db), Inbox(db), Identities(db))
+        return cls(
+            Ledger(db),
+            Channels(db),
+            Inbox(db),
+            Identities(db),
+            AccountEvents(db),
+            Campaigns(db),
+            Alerts(db),
+        )
 
 
 class WebhookProcessor:
@@ -144,6 +165,7 @@ class WebhookProcessor:
         outcomes: list[Outcome] = []
         seen: set[str] = set()
         writes = Writes()
+        accounts = AccountWrites()
         duplicates: list[str] = []
         todo: list[WebhookDelivery] = []
         for delivery in deliveries:
@@ -152,7 +174,7 @@ class WebhookProcessor:
             else:
                 seen.add(delivery.sha256)
                 todo.append(delivery)
-        fates = await self._planner.plan(todo, writes)
+        fates = await self._planner.plan(todo, writes, accounts)
         fate_of = {fate.sha256: fate.status for fate in fates}
         for delivery in deliveries:
             status = fate_of.pop(delivery.sha256, None)
@@ -167,12 +189,39 @@ class WebhookProcessor:
         for channel_id, (reason, code) in writes.stopped_channels.items():
             if await stores.channels.disconnect(channel_id, reason=reason, code=code):
                 log.error("channel.stopped_by_status", channel_id=str(channel_id), code=code)
+            # Its campaigns pause too (a send refused by a failed status, as by an answer).
+            await stores.campaigns.auto_pause(
+                {"channel_id": channel_id}, signal=str(code), reason=reason, alerts=stores.alerts
+            )
+        if accounts:
+            await self._apply_accounts(accounts)
         if fates:
             await stores.ledger.record(fates)
         await stores.ledger.count_attempts(duplicates)
         if writes and self._on_written is not None:
             await self._on_written(writes)
         return outcomes
+
+    async def _apply_accounts(self, accounts: AccountWrites) -> None:
+        """Store the business-account events, then pause the campaigns their risk signals
+        name (nothing is paused twice: a pause moves only scheduled or running ones)."""
+        stores = self._stores
+        await stores.account_events.record(accounts.events.values())
+        for pause in accounts.pauses:
+            paused = await stores.campaigns.auto_pause(
+                pause.query, signal=pause.signal, reason=pause.reason, alerts=stores.alerts
+            )
+            if paused:
+                log.warning(
+                    "campaigns.auto_paused",
+                    signal=pause.signal,
+                    tenant=pause.tenant,
+                    waba_id=pause.waba_id,
+                    campaign_ids=[str(c["_id"]) for c in paused][:20],
+                    count=len(paused),
+                    sha256=pause.sha256,
+                    request_id=pause.request_id,
+                )
 
 
 def _log_crash(delivery: WebhookDelivery, exc: Exception) -> None:

@@ -33,7 +33,9 @@ class AudienceIn(_Body):
 
 class CampaignCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
-    channel_id: str = Field(min_length=24, max_length=24, description="the number to send from")
+    channel_id: str = Field(
+        pattern=r"^[0-9a-f]{24}$", description="the channel (number) to send from"
+    )
     template: TemplateBody = Field(
         description="Meta's template object; {{name}} in its components' strings is filled in "
         "per recipient"

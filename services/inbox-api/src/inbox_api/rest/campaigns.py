@@ -85,7 +85,7 @@ async def create_campaign(request: web.Request) -> web.Response:
     campaign = await service.create(
         tenant=principal.tenant,
         name=body.name,
-        channel_id=pagination.object_id(body.channel_id, "channel"),
+        channel_id=pagination.object_id(body.channel_id, "channel", status=422),
         template=body.template.model_dump(mode="json", exclude_none=True),
         created_by=_operator(principal),
     )
