@@ -312,6 +312,39 @@ async def test_a_spam_limit_in_a_failed_status_pauses_the_campaign_too(
     assert len(await cloud.sent(phone_number_id=ACME_NUMBER)) < 10
 
 
+async def test_a_paused_template_pauses_the_campaign_and_resume_sends_the_rest_once(
+    app: ApiClient, cloud: Sandbox, tokens: Tokens, channel: Document, db: Database
+) -> None:
+    await db[CHANNELS].update_one({"_id": channel["_id"]}, {"$set": {"messages_per_second": 2}})
+    await cloud.fail_next(132015)
+    good = numbers(6, start=3700)
+    rows = [{"wa_id": n, "variables": {"name": "x"}} for n in good]
+    _, body = await create(app, tokens.acme_admin, channel, recipients=rows)
+    paused = await until_campaign(
+        app, tokens.acme_admin, body["id"], "paused by 132015", lambda c: c["paused"]
+    )
+    assert (paused["paused"]["by"], paused["paused"]["signal"]) == ("auto", "132015")
+    # The waiting messages show as paused (their jobs were dropped, not lost).
+    waiting = await until_campaign(
+        app,
+        tokens.acme_admin,
+        body["id"],
+        "the other five paused",
+        lambda c: c["funnel"]["counts"]["paused"] == 5,
+    )
+    assert waiting["funnel"]["failed_by_code"][0]["code"] == 132015
+    resumed = await app.post(
+        f"/api/campaigns/{body['id']}/resume", headers=bearer(tokens.acme_admin)
+    )
+    assert resumed.status == 200
+    await until_campaign(
+        app, tokens.acme_admin, body["id"], "completed", lambda c: c["status"] == "completed"
+    )
+    sent = await sent_by_recipient(cloud)
+    assert sorted(sent.values()) == [1] * 5
+    assert len(set(good) - set(sent)) == 1
+
+
 async def test_a_scheduled_campaign_starts_when_its_time_comes(
     app: ApiClient, cloud: Sandbox, tokens: Tokens, channel: Document
 ) -> None:

@@ -52,6 +52,7 @@ from inbox_common.store.channels import Channels
 from inbox_common.store.client import Document, is_transient
 from inbox_common.store.outbound import (
     ACCEPTED,
+    CANCELLED,
     FAILED,
     SENDING,
     Outbound,
@@ -153,11 +154,14 @@ class Sender:
                 "unknown_message", f"no outbound message {message_id}: nothing to send"
             )
         state = doc.get("send_state")
-        if state in (ACCEPTED, FAILED):
+        if state in (ACCEPTED, FAILED, CANCELLED):
             log.info("sender.skipped", message_id=str(message_id), reason=f"already_{state}")
             return  # done already: a duplicate job sends nothing
         if state == SENDING and not self._stale(doc):
             _await_proof(message_id)
+        # A stopped campaign's job takes no turn of the number's rate.
+        if doc.get("campaign_id") is not None and not await self._campaign_runs(doc):
+            return
         channel = await self._channels.get(doc["channel_id"], None)
         if channel is None or channel.get("status") != "connected":
             reason = (channel or {}).get("disconnected_reason") or "the channel is gone"
@@ -197,6 +201,10 @@ class Sender:
         queues it again); cancelled (or gone) → it is cancelled."""
         status = await self._campaigns.status(doc["campaign_id"], doc.get("tenant"))
         if status == campaign_states.PAUSED:
+            # Marked paused, so that the resume queues it again (whatever state it waited
+            # in); the scheduler requeues one a resume raced past.
+            if await self._outbound.pause(doc["_id"]):
+                await self._changed(doc["_id"])
             log.info("sender.campaign_paused", message_id=str(doc["_id"]))
             return False
         if status in (campaign_states.CANCELLED, None):
@@ -280,6 +288,14 @@ class Sender:
         else:
             await self._outbound.failed(message_id, error=record)
             log.warning("sender.failed", message_id=str(message_id), reason=error.reason)
+            if doc.get("campaign_id") is not None and _template_refused(error.code):
+                # Every other recipient would meet the same refusal: stop the campaign.
+                await self._campaigns.auto_pause(
+                    {"_id": doc["campaign_id"]},
+                    signal=str(error.code),
+                    reason=str(error),
+                    alerts=self._alerts,
+                )
         await self._changed(message_id)
 
     async def _exhausted(
@@ -320,6 +336,11 @@ class Sender:
 
     async def _changed(self, message_id: ObjectId) -> None:
         await self._announce.message_changed(message_id)
+
+
+def _template_refused(code: int | str | None) -> bool:
+    """Meta's template errors (132000-132999: missing, paused, wrong parameters...)."""
+    return isinstance(code, int) and 132000 <= code <= 132999
 
 
 def _await_proof(message_id: ObjectId) -> NoReturn:

@@ -81,6 +81,14 @@ _CODES = [
         131008, "Required parameter is missing", "The request is missing a required parameter."
     ),
     MetaCode(131009, "Parameter value is not valid", "One or more parameter values are invalid."),
+    MetaCode(
+        132001,
+        "Template name does not exist in the translation",
+        "The template does not exist in the specified language or the template has not been "
+        "approved.",
+        http_status=404,
+    ),
+    MetaCode(132015, "Template is Paused", "The template is paused due to low quality."),
     MetaCode(131026, "Message undeliverable", "Message Undeliverable.", asynchronous=True),
     MetaCode(
         131047,

@@ -19,7 +19,7 @@ __all__ = ["FAULT_CODES", "Fault", "FaultCode", "Faults", "HttpFault"]
 HttpFault = Literal["http_500", "http_503", "timeout", "lost_answer"]
 FaultCode = int | HttpFault
 FAULT_CODES: tuple[FaultCode, ...] = (
-    130429, 131056, 131047, 131026, 131000, 190, 368, 131048, 4, 80007,
+    130429, 131056, 131047, 131026, 131000, 190, 368, 131048, 4, 80007, 132001, 132015,
     "http_500", "http_503", "timeout", "lost_answer",
 )  # fmt: skip
 MAX_PENDING = 1000
