@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from bson import ObjectId
 
 from inbox_api.app import create_app
 from inbox_api.settings import InboxApiSettings
 from inbox_common.store.client import Database, Document
-from inbox_common.store.schema import ALERTS, CHANNELS
+from inbox_common.store.schema import ALERTS, CHANNELS, MESSAGES
 from inbox_testkit.agent import healthy, writes_in
 from inbox_testkit.plugin import ApiClient
 from inbox_testkit.polling import wait_until
@@ -343,6 +344,30 @@ async def test_a_paused_template_pauses_the_campaign_and_resume_sends_the_rest_o
     sent = await sent_by_recipient(cloud)
     assert sorted(sent.values()) == [1] * 5
     assert len(set(good) - set(sent)) == 1
+
+
+async def test_a_message_left_paused_in_a_running_campaign_is_queued_again(
+    app: ApiClient, cloud: Sandbox, tokens: Tokens, channel: Document, db: Database
+) -> None:
+    # A sender's gate that read the campaign paused just before a resume marks its message
+    # paused after the resume's sweep: the scheduler finds it and queues it again.
+    await db[CHANNELS].update_one({"_id": channel["_id"]}, {"$set": {"messages_per_second": 1}})
+    good = numbers(4, start=3800)
+    rows = [{"wa_id": n, "variables": {"name": "x"}} for n in good]
+    _, body = await create(app, tokens.acme_admin, channel, recipients=rows)
+    campaign = ObjectId(body["id"])
+
+    async def left_paused() -> bool:
+        done = await db[MESSAGES].update_one(
+            {"campaign_id": campaign, "send_state": "queued"}, {"$set": {"send_state": "paused"}}
+        )
+        return bool(done.modified_count)
+
+    await wait_until(left_paused, "a queued message to mark paused")
+    await until_campaign(
+        app, tokens.acme_admin, body["id"], "completed", lambda c: c["status"] == "completed"
+    )
+    assert await sent_by_recipient(cloud) == Counter(good)
 
 
 async def test_a_scheduled_campaign_starts_when_its_time_comes(

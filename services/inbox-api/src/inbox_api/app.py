@@ -101,7 +101,7 @@ def sender_handler(app: web.Application) -> Handler:
 def campaign_scheduler(settings: InboxApiSettings) -> Callable[[web.Application], Scheduler]:
     def make(app: web.Application) -> Scheduler:
         stalled = timedelta(seconds=settings.campaign_stalled_seconds)
-        return Scheduler(app[CAMPAIGNS], app[DATABASE], stalled_after=stalled)
+        return Scheduler(app[CAMPAIGNS], stalled_after=stalled)
 
     return make
 

@@ -42,7 +42,7 @@ from inbox_common.logging import get_logger
 from inbox_common.store import campaigns as states
 from inbox_common.store.client import Database, Document
 from inbox_common.store.collections import CONVERSATIONS, MESSAGES
-from inbox_common.store.outbound import PAUSED, QUEUED, local_wamid
+from inbox_common.store.outbound import QUEUED, local_wamid
 
 log = get_logger(__name__)
 
@@ -183,13 +183,11 @@ class Scheduler:
     def __init__(
         self,
         service: CampaignService,
-        db: Database,
         *,
         stalled_after: timedelta,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._service = service
-        self._messages = db[MESSAGES]
         self._stalled_after = stalled_after
         self._clock = clock
 
@@ -203,11 +201,7 @@ class Scheduler:
             await self._service.kick(doc)
             done["rekicked"] += 1
         for doc in await campaigns.page(scope=None, status=states.RUNNING, limit=200):
-            stray = await self._messages.find_one(
-                {"campaign_id": doc["_id"], "send_state": PAUSED}, {"_id": 1}
-            )
-            if stray is not None:
-                done["requeued"] += await self._service.requeue_waiting(doc, states_=(QUEUED,))
+            done["requeued"] += await self._service.requeue_paused(doc)
         for doc in await campaigns.fanned_out():
             done["completed"] += await self._service.complete_if_done(doc)
         return done

@@ -343,7 +343,7 @@ class CampaignService:
         log.info("campaign.resumed", campaign_id=str(campaign["_id"]), requeued=requeued)
         return moved
 
-    async def requeue_waiting(self, campaign: Document, *, states_: Sequence[str] = ()) -> int:
+    async def requeue_waiting(self, campaign: Document) -> int:
         """Queue again the campaign's messages that wait (paused → queued; queued and held
         get a new job: a duplicate job is harmless, the sender claims a message once)."""
         await self._messages.update_many(
@@ -354,7 +354,7 @@ class CampaignService:
         waiting = self._messages.find(
             {
                 "campaign_id": campaign["_id"],
-                "send_state": {"$in": list(states_ or (QUEUED, HELD))},
+                "send_state": {"$in": [QUEUED, HELD]},
             },
             {"_id": 1},
         ).sort("_id", 1)
@@ -362,6 +362,24 @@ class CampaignService:
             await self.send_job(doc["_id"], campaign["phone_number_id"])
             count += 1
         return count
+
+    async def requeue_paused(self, campaign: Document) -> int:
+        """Queue again the ``paused`` messages of a running campaign (a gate that read the
+        campaign paused just before a resume marked them after its sweep); only those."""
+        ids = [
+            doc["_id"]
+            async for doc in self._messages.find(
+                {"campaign_id": campaign["_id"], "send_state": PAUSED}, {"_id": 1}
+            )
+        ]
+        if not ids:
+            return 0
+        await self._messages.update_many(
+            {"_id": {"$in": ids}, "send_state": PAUSED}, {"$set": {"send_state": QUEUED}}
+        )
+        for message_id in ids:
+            await self.send_job(message_id, campaign["phone_number_id"])
+        return len(ids)
 
     async def cancel(self, campaign: Document) -> tuple[Document, int]:
         """The end: every message not yet sent is cancelled (jobs still queued, or waiting
