@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from bson import ObjectId
@@ -368,6 +369,26 @@ async def test_a_message_left_paused_in_a_running_campaign_is_queued_again(
         app, tokens.acme_admin, body["id"], "completed", lambda c: c["status"] == "completed"
     )
     assert await sent_by_recipient(cloud) == Counter(good)
+
+
+async def test_a_campaign_to_people_without_a_conversation_sends_no_live_updates(
+    app: ApiClient, cloud: Sandbox, tokens: Tokens, channel: Document
+) -> None:
+    live = await app.ws_connect("/api/ws", headers=bearer(tokens.acme_agent))
+    assert orjson.loads((await live.receive(timeout=10)).data)["type"] == "ready"
+    rows = [{"wa_id": n, "variables": {"name": "x"}} for n in numbers(3, start=3900)]
+    _, body = await create(app, tokens.acme_admin, channel, recipients=rows)
+    await until_campaign(
+        app, tokens.acme_admin, body["id"], "read", lambda c: c["funnel"]["counts"]["read"] == 3
+    )
+    # A customer who writes is in a conversation: that one is announced.
+    await cloud.inbound(ACME_NUMBER, "6281999999999", "Hi")
+    heard = orjson.loads((await live.receive(timeout=10)).data)["event"]
+    # The first thing heard is the customer's message (or its conversation), no template.
+    assert heard["type"] in ("message.created", "conversation.updated"), heard
+    if heard["type"] == "message.created":
+        assert heard["data"]["content"] == {"body": "Hi"}, heard
+    await live.close()
 
 
 async def test_a_scheduled_campaign_starts_when_its_time_comes(

@@ -56,7 +56,7 @@ class Events:
         """A message changed in the store (the sender's doing): announce it as it is now."""
         try:
             doc = await self._messages.find_one({"_id": message_id})
-            if doc is not None:
+            if doc is not None and _in_a_conversation(doc):
                 self.message(doc)
                 if doc.get("send_state") == "held":
                     await self._conversations_of([doc["conversation_id"]])
@@ -86,7 +86,7 @@ class Events:
         created = {doc["wamid"] for doc, _ in writes.new_messages}
         if wamids:
             async for doc in self._messages.find({"wamid": {"$in": wamids}}):
-                if doc.get("direction") is not None:  # not a placeholder of an early status
+                if _in_a_conversation(doc):
                     self.message(doc, created=doc["wamid"] in created)
         await self._conversations_of(list(writes.conversations))
         for channel_id in writes.stopped_channels:
@@ -104,3 +104,10 @@ class Events:
             self._publish(tenant, kind, data)
         except Exception as exc:
             log.warning("events.failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
+
+
+def _in_a_conversation(doc: Document) -> bool:
+    """Whether a conversation shows the message: a placeholder of an early status does not,
+    nor does a campaign's message to someone who never wrote (its campaign's funnel counts
+    it), so a 100,000-recipient campaign does not flood every agent's live updates."""
+    return doc.get("direction") is not None and doc.get("conversation_id") is not None
