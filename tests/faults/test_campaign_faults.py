@@ -29,7 +29,7 @@ from inbox_testkit.polling import wait_until
 from inbox_testkit.sandbox import run_sandbox, sandbox_number
 from inbox_testkit.tenants import bearer
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(300)]
 
 RECIPIENTS = 300
 RATE = 40  # the channel's messages per second: the campaign's first pass lasts ~8 s
@@ -77,7 +77,7 @@ async def run_campaign(config: StackConfig, channel_id: str, admin: str) -> None
             whatsapp_webhook_secret=SECRET,
             sandbox_status_delays_ms="20,60,100",
         ) as cloud:
-            config.env.update({"WHATSAPP_API_BASE_URL": cloud.url, "SENDER_STALE_SECONDS": "30"})
+            config.env.update({"WHATSAPP_API_BASE_URL": cloud.url, "SENDER_STALE_SECONDS": "60"})
             replicas = [stack.api(name=f"inbox-api-{n}") for n in range(2)]
             worker = stack.retry_worker(
                 JOBS_API_TOKEN="faults-jobs-token", RETRY_WORKER_INTERVAL_SECONDS="0.5"
@@ -166,7 +166,7 @@ async def settled(
         )
 
     try:
-        await wait_until(done, "the campaign to complete and be read", timeout=150)
+        await wait_until(done, "the campaign to complete and be read", timeout=200)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; it is {seen[-1] if seen else None}\n{tails()}") from None
     return seen[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -174,6 +175,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=80, help="the number's messages/s")
     parser.add_argument("--rabbitmq-url", default="amqp://guest:guest@127.0.0.1:5672/")
     args = parser.parse_args()
+    # SIGTERM (a `timeout`, a CI cancel) unwinds like Ctrl-C, so the store and the services
+    # started are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The channel's token is sealed with this key, here and in the services started.
     os.environ.setdefault("CHANNEL_TOKEN_KEYS", TokenCipher.new_key())
     print(orjson.dumps(asyncio.run(measure(args))).decode())
