@@ -105,6 +105,19 @@ async def until_campaign(
     return seen[0]
 
 
+async def alert_of(db: Database, campaign_id: str) -> Document:
+    """The campaign's ``campaign_paused`` alert (raised just after the pause is stored)."""
+    found: list[Document] = []
+
+    async def raised() -> bool:
+        alert = await db[ALERTS].find_one({"kind": "campaign_paused", "subject": campaign_id})
+        found[:] = [alert] if alert else []
+        return bool(found)
+
+    await wait_until(raised, f"the campaign_paused alert of {campaign_id}")
+    return found[0]
+
+
 async def sent_by_recipient(cloud: Sandbox) -> Counter[str]:
     return Counter(s["request"]["to"] for s in await cloud.sent(phone_number_id=ACME_NUMBER))
 
@@ -285,8 +298,7 @@ async def test_a_restricted_account_pauses_the_campaign_with_an_alert(
     )
     assert paused["status"] == "paused"
     assert (paused["paused"]["by"], paused["paused"]["signal"]) == ("auto", "368")
-    alert = await db[ALERTS].find_one({"kind": "campaign_paused", "subject": body["id"]})
-    assert alert is not None
+    alert = await alert_of(db, body["id"])
     assert (alert["status"], alert["severity"], alert["tenant"]) == ("open", "P2", "acme")
     # The channel is stopped too; no recipient got a message after the refusal.
     stored = await db[CHANNELS].find_one({"_id": channel["_id"]})
@@ -309,8 +321,7 @@ async def test_a_spam_limit_in_a_failed_status_pauses_the_campaign_too(
     )
     assert (paused["status"], paused["paused"]["signal"]) == ("paused", "131048")
     assert paused["funnel"]["failed_by_code"][0]["code"] == 131048
-    alert = await db[ALERTS].find_one({"kind": "campaign_paused", "subject": body["id"]})
-    assert alert is not None
+    await alert_of(db, body["id"])
     assert len(await cloud.sent(phone_number_id=ACME_NUMBER)) < 10
 
 
