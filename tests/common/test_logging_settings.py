@@ -10,6 +10,7 @@ import orjson
 import pytest
 import structlog
 
+from inbox_common import tracing
 from inbox_common.logging import bind_message_context, configure_logging, get_logger
 from inbox_common.settings import BrokerSettings, MongoSettings, load_settings, redact_url
 
@@ -51,6 +52,21 @@ def test_json_logs_carry_bound_ids_and_redact_secrets(restore_logging: None) -> 
     for secret in ("EAAG-very-secret", "wai_abc", "hunter2"):
         assert secret not in text
     assert line["url"] == "amqp://guest:***@broker:5672/"
+
+
+def test_log_lines_inside_a_span_carry_its_trace_and_span_ids(restore_logging: None) -> None:
+    raw = io.BytesIO()
+    configure_logging(
+        "INFO", "json", stream=io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    )
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with tracing.span("work", parent=tracing.context_of(f"00-{trace_id}-{span_id}-01")):
+        get_logger("test").info("inside")
+    get_logger("test").info("outside")
+    inside, outside = (orjson.loads(line) for line in raw.getvalue().splitlines()[-2:])
+    assert inside["trace_id"] == trace_id
+    assert len(inside["span_id"]) == 16
+    assert "trace_id" not in outside
 
 
 def test_redact_url_hides_only_the_password() -> None:

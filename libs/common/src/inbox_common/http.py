@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from inbox_common import tracing
 from inbox_common.logging import bind_message_context, get_logger
 
 log = get_logger(__name__)
@@ -103,6 +104,35 @@ async def error_middleware(request: web.Request, handler: HandlerT) -> web.Strea
             "internal_error",
             f"unexpected error; quote request id {request_id} when reporting it",
         )
+
+
+# The observability routes are polled (probes, scrapes): not traced.
+_UNTRACED = frozenset({"/livez", "/metrics", "/api/health"})
+
+
+@web.middleware
+async def tracing_middleware(request: web.Request, handler: HandlerT) -> web.StreamResponse:
+    """A server span per request, the child of the caller's ``traceparent`` when it sent one,
+    named by the route (``POST /api/conversations/{conversation_id}/messages``)."""
+    if request.path in _UNTRACED:
+        return await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else ""
+    with tracing.span(
+        f"{request.method} {route}".rstrip(),
+        parent=tracing.context_from(request.headers),
+        kind=tracing.SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "http.route": route},
+    ) as span:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            span.set_attribute("http.response.status_code", exc.status)
+            raise
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(tracing.StatusCode.ERROR)
+        return response
 
 
 # --- errors before any handler: requests aiohttp's parser refuses ---------------------------

@@ -1,6 +1,7 @@
 """structlog configured once per process: JSON (orjson) in production, console in dev.
 
-Every log line about a message carries the ids bound with :func:`bind_message_context`;
+Every log line about a message carries the ids bound with :func:`bind_message_context`, and
+the current span's ``trace_id`` and ``span_id``;
 values under secret-looking keys and passwords inside URLs never reach the output.
 """
 
@@ -14,6 +15,8 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from inbox_common.tracing import add_trace_ids
 
 _SECRET_KEY = re.compile(r"secret|token|password|passwd|authorization|api_key|signature", re.I)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]+@", re.I)
@@ -40,6 +43,7 @@ def configure_logging(
     out = stream or sys.stdout
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,

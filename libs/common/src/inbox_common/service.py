@@ -1,7 +1,8 @@
 """The service kit: a new service is an app factory, its handlers and its settings.
 
-:func:`create_service_app` gives every service the same skeleton: the JSON error shape and
-request ids, HTTP metrics, and ``/api/health``, ``/livez``, ``/metrics``. Resources are one
+:func:`create_service_app` gives every service the same skeleton: a span per request, the
+JSON error shape and request ids, HTTP metrics, and ``/api/health``, ``/livez``,
+``/metrics``. Resources are one
 ``cleanup_ctx`` entry each, defined next to their concept, and chained in this order (each
 one may use the ones before it; they are closed in reverse)::
 
@@ -24,11 +25,13 @@ from typing import TypeVar
 import uvloop
 from aiohttp import web
 
-from inbox_common.health import setup_observability
-from inbox_common.http import MAX_BODY_KEY, ServiceRunner, error_middleware
+from inbox_common import __version__
+from inbox_common.health import SERVICE_NAME, setup_observability
+from inbox_common.http import MAX_BODY_KEY, ServiceRunner, error_middleware, tracing_middleware
 from inbox_common.logging import configure_logging, get_logger
 from inbox_common.metrics import METRICS_REGISTRY, HttpMetrics, http_metrics_middleware
 from inbox_common.settings import ServiceSettings, load_settings
+from inbox_common.tracing import configure_tracing, shutdown_tracing
 
 log = get_logger(__name__)
 
@@ -43,7 +46,9 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 def create_service_app(service: str, *, client_max_size: int = DEFAULT_MAX_BODY) -> web.Application:
     """An application with the error shape, HTTP metrics and the observability routes."""
-    app = web.Application(client_max_size=client_max_size, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=client_max_size, middlewares=[tracing_middleware, error_middleware]
+    )
     app[MAX_BODY_KEY] = client_max_size
     setup_observability(app, service)
     app.middlewares.append(http_metrics_middleware(HttpMetrics(app[METRICS_REGISTRY])))
@@ -77,4 +82,15 @@ def run(settings_type: type[SettingsT], create_app: Callable[[SettingsT], web.Ap
     """A service's whole ``__main__``: settings (exit 2 when invalid), logging, serve."""
     settings = load_settings(settings_type)
     configure_logging(settings.log_level, settings.log_format)
-    serve(create_app(settings), host=settings.http_host, port=settings.http_port)
+    app = create_app(settings)
+    exported = configure_tracing(
+        app[SERVICE_NAME],
+        endpoint=settings.otel_exporter_otlp_endpoint,
+        traces_endpoint=settings.otel_exporter_otlp_traces_endpoint,
+        version=__version__,
+    )
+    log.info("tracing.configured", exported=exported)
+    try:
+        serve(app, host=settings.http_host, port=settings.http_port)
+    finally:
+        shutdown_tracing()

@@ -30,6 +30,9 @@ def url_with_scheme(*schemes: str) -> AfterValidator:
 
 
 class LoggingSettings(BaseSettings):
+    """How a process reports: its log lines, and where its spans go (``inbox_common.tracing``:
+    both endpoints empty, they are not exported)."""
+
     model_config = SETTINGS_CONFIG
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -38,6 +41,22 @@ class LoggingSettings(BaseSettings):
     log_format: Literal["json", "console"] = Field(
         default="json", description="json (production) or console (a terminal)"
     )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="",
+        description="the OTLP/HTTP collector's base URL (http://collector:4318); /v1/traces "
+        "is appended; empty: spans are not exported",
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(
+        default="", description="the full OTLP/HTTP traces URL (overrides the base URL)"
+    )
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _http_url_or_empty(cls, value: str) -> str:
+        # Empty is unset (compose passes an unset variable as empty, as the SDKs read it).
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https:// (or be empty)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -109,7 +128,7 @@ class HttpSettings(BaseSettings):
 
 
 class ServiceSettings(LoggingSettings, HttpSettings):
-    """What every service reads: its log format and where it listens.
+    """What every service reads: its log format, where its spans go and where it listens.
 
     Each service names its own port variable (``INBOX_API_PORT``...) and returns it from
     :attr:`http_port`, so several services can share one environment.

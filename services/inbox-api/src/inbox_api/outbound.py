@@ -24,6 +24,7 @@ from inbox_api.errors import ConflictError
 from inbox_api.previews import outbound_preview
 from inbox_api.rest.outgoing import OutgoingMessage
 from inbox_api.store.inbox import Inbox, Touch, Writes
+from inbox_common import tracing
 from inbox_common.broker import topology
 from inbox_common.broker.connection import Broker, BrokerUnavailableError
 from inbox_common.broker.publisher import ConfirmedPublisher, PublishFailedError
@@ -130,6 +131,7 @@ class OutboundService:
             "request_hash": fingerprint,
             "sent_by": sender,
             "created_at": now,
+            "trace_id": tracing.current_trace_id(),
         }
         stored, new = await self._outbound.store(doc)
         if not new:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from inbox_common import tracing
 from inbox_common.broker.publisher import PublishFailedError
 from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.http import REQUEST_ID, ApiError
@@ -68,7 +69,11 @@ async def receive_event(request: web.Request) -> web.Response:
     bind_message_context(sha256=sha256)
     # Built without validation: every field was just computed here.
     delivery = WebhookDelivery.model_construct(
-        sha256=sha256, request_id=request[REQUEST_ID], received_at=datetime.now(UTC), body=body
+        sha256=sha256,
+        request_id=request[REQUEST_ID],
+        received_at=datetime.now(UTC),
+        body=body,
+        traceparent=tracing.current_traceparent(),
     )
     started = time.perf_counter()
     try:

@@ -76,6 +76,7 @@ class WebhookPublisher:
                 message_id=message_id,
                 headers=headers,
                 timestamp=batch[0].received_at,
+                propagate=False,  # each body's traceparent is in its batch entry
             )
         return [None] * len(batch)
 

@@ -17,6 +17,9 @@ error of the tree in ``inbox_common.errors``.
   as bad input by us; past the queue's delivery limit RabbitMQ parks it in the dead-letter
   queue, from where it is replayed after the fix).
 
+Each message is handled in a consumer span, the child of the ``traceparent`` it carries (a
+message parked, delayed or dead-lettered keeps it, so a retry continues the same trace).
+
 Nothing is acked before its fate is recorded, so a crash anywhere means redelivery, never
 loss. :func:`consumer_ctx` is the resource of a service: one consumer of one piece of the
 topology, declared by the consumer itself.
@@ -36,6 +39,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from inbox_common import tracing
 from inbox_common.broker.connection import BROKER, NAMES, Broker
 from inbox_common.broker.headers import republished_headers
 from inbox_common.broker.publisher import PUBLISHER, ConfirmedPublisher, PublishFailedError
@@ -204,17 +208,29 @@ class Consumer:
         """Run the handler on ``message`` and settle it; returns the outcome's name."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        count = (message.headers or {}).get("x-delivery-count")
-        if message.redelivered or (isinstance(count, int) and count > 0):
-            # Not an error: at-least-once at work. Worth a line, as it should be rare.
-            self._metrics.redeliveries.labels(self.queue_name).inc()
-            log.info(
-                "consumer.redelivered",
-                queue=self.queue_name,
-                message_id=message.message_id,
-                delivery_count=count,
-            )
-        outcome = await self._settle(message)
+        with tracing.span(
+            f"{self.queue_name} process",
+            parent=tracing.context_from(message.headers),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self.queue_name,
+                "messaging.message.id": message.message_id or "",
+            },
+        ) as span:
+            count = (message.headers or {}).get("x-delivery-count")
+            if message.redelivered or (isinstance(count, int) and count > 0):
+                # Not an error: at-least-once at work. Worth a line, as it should be rare.
+                self._metrics.redeliveries.labels(self.queue_name).inc()
+                log.info(
+                    "consumer.redelivered",
+                    queue=self.queue_name,
+                    message_id=message.message_id,
+                    delivery_count=count,
+                )
+            outcome = await self._settle(message)
+            span.set_attribute("inbox.outcome", outcome)
         self._metrics.outcomes.labels(self.queue_name, outcome).inc()
         self._metrics.duration.labels(self.queue_name).observe(loop.time() - started)
         return outcome

@@ -24,6 +24,7 @@ from aio_pika.exceptions import (
 )
 from aiohttp import web
 
+from inbox_common import tracing
 from inbox_common.broker.connection import BROKER, NAMES, Broker
 from inbox_common.broker.topology import Piece, Topology, declare
 from inbox_common.logging import get_logger
@@ -108,8 +109,12 @@ class ConfirmedPublisher:
         headers: Mapping[str, Any] | None = None,
         content_type: str | None = None,
         timestamp: datetime | None = None,
+        propagate: bool = True,
     ) -> None:
         """Publish ``body`` and wait for the broker's confirm.
+
+        The current span's ``traceparent`` joins the headers (unless they carry one, or
+        ``propagate`` is false: a message of several traces' items carries theirs inside).
 
         Raises :class:`PublishFailedError` on a nack, a return (unroutable), a lost
         connection, or no confirm within the timeout.
@@ -131,7 +136,8 @@ class ConfirmedPublisher:
             body,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
-            headers=dict(headers) if headers else None,
+            headers=(tracing.inject(dict(headers or {})) if propagate else dict(headers or {}))
+            or None,
             content_type=content_type,
             timestamp=timestamp,
         )

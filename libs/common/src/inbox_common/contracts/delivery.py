@@ -4,10 +4,12 @@ Every body travels byte for byte as Meta sent it, with its own identity: sha256,
 and receive time. Two shapes:
 
 - one body: the AMQP body is the webhook body; ``message_id`` is its sha256 and the headers
-  ``sha256``, ``request_id`` and ``received_at`` carry its identity;
+  ``sha256``, ``request_id`` and ``received_at`` carry its identity, and ``traceparent`` the
+  trace of the request that brought it;
 - a micro-batch (several requests that reached webhook-ingest in the same event-loop tick):
   the AMQP body is the bodies concatenated; the header ``batch`` lists, in order, one table
-  per body with ``sha256``, ``request_id``, ``received_at`` and ``size`` (bytes);
+  per body with ``sha256``, ``request_id``, ``received_at``, ``traceparent`` (when the body
+  has one) and ``size`` (bytes);
   ``message_id`` is ``batch-`` plus the sha256 of the bodies' sha256s.
 
 Both are persistent and published with confirms; a consumer reads either with
@@ -23,12 +25,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from inbox_common.tracing import TRACEPARENT, trace_id_of
+
 BATCH_HEADER = "batch"
 
 
-def delivery_headers(sha256: str, request_id: str, received_at: datetime) -> dict[str, str]:
+def delivery_headers(
+    sha256: str, request_id: str, received_at: datetime, traceparent: str = ""
+) -> dict[str, str]:
     """The AMQP headers that identify one webhook body (see :class:`WebhookDelivery`)."""
-    return {"sha256": sha256, "request_id": request_id, "received_at": received_at.isoformat()}
+    headers = {"sha256": sha256, "request_id": request_id, "received_at": received_at.isoformat()}
+    if traceparent:
+        headers[TRACEPARENT] = traceparent
+    return headers
 
 
 class InvalidDelivery(ValueError):  # noqa: N818 - a kind of ValueError, named for what it is
@@ -42,6 +51,8 @@ class WebhookDelivery(BaseModel):
     request_id: str = ""
     received_at: datetime
     body: bytes
+    # The W3C trace context of the request that brought the body ('' when none).
+    traceparent: str = ""
 
     @field_validator("received_at")
     @classmethod
@@ -52,7 +63,7 @@ class WebhookDelivery(BaseModel):
             raise ValueError("received_at is out of range") from None
 
     def headers(self) -> dict[str, str]:
-        return delivery_headers(self.sha256, self.request_id, self.received_at)
+        return delivery_headers(self.sha256, self.request_id, self.received_at, self.traceparent)
 
     def intact(self) -> bool:
         """Whether the body still hashes to its sha256 (it was not altered in transit)."""
@@ -106,6 +117,10 @@ def _delivery(body: bytes, fields: dict[str, Any], *, where: str) -> WebhookDeli
             request_id=str(raw.get("request_id") or ""),
             received_at=raw.get("received_at") or datetime.now(UTC),
             body=body,
+            # Tracing never costs a body: a malformed trace context is dropped, not refused.
+            traceparent=traceparent
+            if trace_id_of(traceparent := str(raw.get(TRACEPARENT) or ""))
+            else "",
         )
     except ValidationError as exc:
         first = exc.errors()[0]

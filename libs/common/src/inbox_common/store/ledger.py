@@ -26,6 +26,7 @@ from inbox_common.contracts.delivery import WebhookDelivery
 from inbox_common.store.bulk import insert_new
 from inbox_common.store.client import Database, Document
 from inbox_common.store.schema import WEBHOOK_EVENTS
+from inbox_common.tracing import trace_id_of
 
 RECEIVED = "received"
 PROCESSED = "processed"
@@ -127,6 +128,7 @@ class Ledger:
                 "finished_at": now,
                 "phone_number_ids": f.phone_number_ids,
                 "error": f.error,
+                "trace_id": trace_id_of(f.delivery.traceparent),
             }
             for f in fates
         ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Annotated, Any, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from inbox_common import tracing
 from inbox_common.logging import get_logger
 from inbox_common.service import CleanupCtx
 from inbox_common.settings import url_with_scheme
@@ -139,6 +140,7 @@ class CloudApiClient:
         read_backoff_seconds: float = 0.2,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._host = urlsplit(self.base_url).hostname or ""
         self.api_version = api_version
         self.timeout_seconds = timeout_seconds
         self._timeout = aiohttp.ClientTimeout(
@@ -247,21 +249,33 @@ class CloudApiClient:
         if self._session is None:
             raise RuntimeError("CloudApiClient is not started: call start() or use async with")
         url = f"{self.base_url}/{self.api_version}/{path}"
-        headers = {"Authorization": f"Bearer {token}"}
-        data = None
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            data = orjson.dumps(body)
-        try:
-            async with self._session.request(
-                method, url, data=data, params=params, headers=headers
-            ) as response:
-                status = response.status
-                raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise error_from_exception(exc, timeout_seconds=self.timeout_seconds) from exc
-        if not 200 <= status < 300:
-            raise error_from_response(status, raw)
+        # Bounded span names: the node id is not part of them.
+        route = f"{method} /{{version}}/{{node}}{'/messages' if path.endswith('/messages') else ''}"
+        with tracing.span(
+            route,
+            kind=tracing.SpanKind.CLIENT,
+            attributes={"http.request.method": method, "server.address": self._host},
+        ) as span:
+            headers = tracing.inject({"Authorization": f"Bearer {token}"})
+            data = None
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+                data = orjson.dumps(body)
+            try:
+                async with self._session.request(
+                    method, url, data=data, params=params, headers=headers
+                ) as response:
+                    status = response.status
+                    raw = await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                error = error_from_exception(exc, timeout_seconds=self.timeout_seconds)
+                span.set_attribute("error.type", error.reason)
+                raise error from exc
+            span.set_attribute("http.response.status_code", status)
+            if not 200 <= status < 300:
+                error = error_from_response(status, raw)
+                span.set_attribute("error.type", str(error.code or error.reason))
+                raise error
         try:
             decoded = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -11,8 +11,9 @@ from bson.errors import BSONError
 from prometheus_client import CollectorRegistry, Histogram
 from pymongo.errors import PyMongoError
 
-from inbox_api.consumer.service import WebhookProcessor
-from inbox_common.contracts.delivery import InvalidDelivery, deliveries_from_amqp
+from inbox_api.consumer.service import Outcome, WebhookProcessor
+from inbox_common import tracing
+from inbox_common.contracts.delivery import InvalidDelivery, WebhookDelivery, deliveries_from_amqp
 from inbox_common.errors import PermanentError, TransientError
 from inbox_common.logging import bind_message_context
 from inbox_common.metrics import LATENCY_BUCKETS
@@ -35,6 +36,20 @@ class WebhookHandler:
             registry=registry,
         )
 
+    async def _apply(self, delivery: WebhookDelivery, batched: bool) -> Outcome:
+        """Apply one body in a span of its own trace: the child of the consumer's span for a
+        one-body message, of the ingest request's span for a body of a micro-batch."""
+        if batched and delivery.traceparent:
+            with tracing.span(
+                "webhook apply",
+                parent=tracing.context_of(delivery.traceparent),
+                attributes={"inbox.sha256": delivery.sha256},
+            ) as span:
+                outcome = await self._processor.process(delivery)
+                span.set_attribute("inbox.outcome", outcome.value)
+                return outcome
+        return await self._processor.process(delivery)
+
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         structlog.contextvars.clear_contextvars()
         try:
@@ -55,7 +70,7 @@ class WebhookHandler:
                 f"({len(altered)} of {len(deliveries)} altered in transit)",
             )
         try:
-            await asyncio.gather(*(self._processor.process(d) for d in deliveries))
+            await asyncio.gather(*(self._apply(d, len(deliveries) > 1) for d in deliveries))
             now = datetime.now(UTC)
             for delivery in deliveries:
                 self._ingest_to_store.observe(

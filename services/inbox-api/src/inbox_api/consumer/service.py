@@ -34,6 +34,7 @@ from inbox_api.consumer.accounts import AccountWrites
 from inbox_api.consumer.planning import Planner
 from inbox_api.store.account_events import AccountEvents
 from inbox_api.store.inbox import Inbox, Writes
+from inbox_common import tracing
 from inbox_common.alerts import Alerts
 from inbox_common.batching import AdaptiveConcurrency, Coalescer, Concurrency
 from inbox_common.contracts.delivery import WebhookDelivery
@@ -121,7 +122,14 @@ class WebhookProcessor:
         """Process a batch; a body the store refuses (or that trips a bug) must not hold back
         the others."""
         try:
-            return list(await self.process_many(deliveries))
+            # One span per flush, linked to the requests that brought its bodies.
+            with tracing.span(
+                "webhook store flush",
+                parent=tracing.new_trace(),
+                links=tracing.links_to([d.traceparent for d in deliveries]),
+                attributes={"inbox.batch_size": len(deliveries)},
+            ):
+                return list(await self.process_many(deliveries))
         except REFUSALS as exc:
             if _transient(exc):
                 raise  # the store is down: every body of the batch waits for it

@@ -230,6 +230,10 @@ class WebhookLogOut(BaseModel):
     id: str
     sha256: str
     request_id: str
+    trace_id: str | None = Field(
+        description="the trace of the request that brought the body (32 hex digits; find "
+        "its spans in your tracing backend and its log lines by trace_id)"
+    )
     status: Literal["received", "processed", "failed"]
     error: ErrorDetail | None
     attempts: int

@@ -189,6 +189,7 @@ def _webhook_log_fields(doc: Document, numbers: Collection[str] | None) -> dict[
         "id": str(doc["_id"]),
         "sha256": doc["sha256"],
         "request_id": doc.get("request_id") or "",
+        "trace_id": doc.get("trace_id"),
         "status": doc["status"],
         "error": ErrorDetail.model_validate(error) if error else None,
         "attempts": doc.get("attempts", 0),
