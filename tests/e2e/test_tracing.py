@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,12 +187,12 @@ async def spans_of(collector: Collector, trace_id: str, *names: str) -> dict[str
     """The spans of ``trace_id`` named ``names``, once all were exported."""
     found: dict[str, Span] = {}
 
-    async def exported() -> bool:
+    async def all_there() -> bool:
         found.update({s.name: s for s in collector.of_trace(trace_id) if s.name in names})
         return set(names) <= set(found)
 
     try:
-        await wait_until(exported, f"the spans {names} of trace {trace_id}", timeout=15)
+        await wait_until(all_there, f"the spans {names} of trace {trace_id}", timeout=15)
     except AssertionError:
         seen = sorted({(s.service, s.name) for s in collector.of_trace(trace_id)})
         raise AssertionError(f"trace {trace_id} has only {seen}") from None
@@ -272,12 +272,22 @@ async def test_a_reply_is_one_trace_from_the_agent_to_the_cloud_api(
     assert (requested.service, requested.parent_id) == ("inbox-api", caller_span)
     assert requested.attributes["http.response.status_code"] == 202
     # The sender's consumer span sits between the request and the call.
-    consumed = next(s for s in collector.of_trace(trace_id) if s.span_id == called.parent_id)
+    consumed = await exported(
+        collector,
+        trace_id,
+        f"the parent of {called.span_id}",
+        lambda s: s.span_id == called.parent_id,
+    )
     assert (consumed.service, consumed.parent_id) == ("inbox-api", requested.span_id)
     assert consumed.name.endswith(" process")
     assert called.attributes["http.response.status_code"] == 200
     # The sandbox took the trace from the request's headers, as any traced server would.
-    served = await wait_for_child(collector, trace_id, called.span_id)
+    served = await exported(
+        collector,
+        trace_id,
+        f"a span under {called.span_id}",
+        lambda s: s.parent_id == called.span_id,
+    )
     assert served.service == "whatsapp-sandbox"
 
     # The sender's log line about the send carries the trace id.
@@ -290,12 +300,16 @@ async def test_a_reply_is_one_trace_from_the_agent_to_the_cloud_api(
     await wait_until(logged, "the send's log line with the trace id")
 
 
-async def wait_for_child(collector: Collector, trace_id: str, parent_id: str) -> Span:
+async def exported(
+    collector: Collector, trace_id: str, what: str, wanted: Callable[[Span], bool]
+) -> Span:
+    """The first span of ``trace_id`` that is ``wanted``, once exported (spans of one trace
+    may come in different export batches)."""
     found: list[Span] = []
 
-    async def exported() -> bool:
-        found[:] = [s for s in collector.of_trace(trace_id) if s.parent_id == parent_id]
+    async def there() -> bool:
+        found[:] = [s for s in collector.of_trace(trace_id) if wanted(s)]
         return bool(found)
 
-    await wait_until(exported, f"a span under {parent_id} in trace {trace_id}", timeout=15)
+    await wait_until(there, f"{what} in trace {trace_id}", timeout=15)
     return found[0]

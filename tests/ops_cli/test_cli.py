@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
+import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -77,6 +78,11 @@ async def test_check_names_a_missing_index_and_an_unknown_migration(
     assert check.returncode == 1
     assert "index messages.wamid_unique is missing" in check.stderr
     assert "ahead: migration 999" in check.stderr
+    as_json = inbox_ops("db-deploy", "--check", "--json", mongo_url=mongo_url, db=mongo_db_name)
+    assert as_json.returncode == 1
+    answer = orjson.loads(as_json.stdout)
+    assert (answer["ok"], answer["applied"]) == (False, [])
+    assert any("wamid_unique is missing" in p for p in answer["problems"])
 
 
 async def test_token_create_prints_only_the_token(mongo_url: str, mongo_db_name: str) -> None:
@@ -98,6 +104,16 @@ async def test_token_create_prints_only_the_token(mongo_url: str, mongo_db_name:
     assert record["role"] == "admin"
     assert record["tenant"] == "acme"
     assert stored is not None
+    listed = inbox_ops("token", "list", "--json", mongo_url=mongo_url, db=mongo_db_name)
+    assert listed.returncode == 0, listed.stderr
+    [entry] = orjson.loads(listed.stdout)
+    assert (entry["id"], entry["role"], entry["revoked_at"]) == (str(stored["_id"]), "admin", None)
+    assert token not in listed.stdout
+    shown = inbox_ops("token", "list", mongo_url=mongo_url, db=mongo_db_name)
+    assert shown.stdout.splitlines()[0].split() == [
+        "ID", "TENANT", "ROLE", "CREATED", "REVOKED", "NAME"
+    ]  # fmt: skip
+    assert str(stored["_id"]) in shown.stdout
     assert token not in str(stored)  # only the hash is stored
 
 
@@ -108,7 +124,7 @@ def test_bad_role_and_unreachable_store_fail_clearly(mongo_db_name: str) -> None
         mongo_url=unreachable, db=mongo_db_name,
     )  # fmt: skip
     assert bad_role.returncode == 2
-    assert "invalid choice: 'root'" in bad_role.stderr
+    assert "'root' is not one of 'agent', 'admin', 'superadmin'" in bad_role.stderr
     down = inbox_ops("db-deploy", mongo_url=unreachable, db=mongo_db_name)
     assert down.returncode == 3
     assert "check MONGODB_URL" in down.stderr
@@ -151,6 +167,13 @@ async def test_webhooks_replay_publishes_failed_events_again(
         )  # fmt: skip
         assert dry.returncode == 0, dry.stderr
         assert "2 event(s) match" in dry.stdout
+        counted = inbox_ops(
+            "webhooks", "replay", "--error-code", "unknown_channel", "--dry-run", "--json",
+            mongo_url=mongo_url, db=mongo_db_name, env=env,
+        )  # fmt: skip
+        assert orjson.loads(counted.stdout) == {
+            "matched": 2, "replayed": 0, "remaining": 2, "dry_run": True, "limit": 1000
+        }  # fmt: skip
         queue = await channel.get_queue(names.webhooks_queue)
         assert await queue.get(fail=False, timeout=1) is None
 

@@ -33,7 +33,6 @@ that fails again and comes back to the dead queue is not read twice; ``list`` re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from collections import Counter
@@ -239,60 +238,20 @@ class DeadLetters:
 # --- the commands ----------------------------------------------------------------------------
 
 
-def add_dead_letter_commands(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """``dead-letters list`` and ``dead-letters replay`` on ``inbox-ops``'s sub-commands."""
-    dead = commands.add_parser(
-        "dead-letters", help="read the .dead queues, and move their messages back"
-    )
-    actions = dead.add_subparsers(dest="dead_letters_command", required=True, metavar="ACTION")
-    listing = actions.add_parser(
-        "list",
-        help="every .dead queue of the namespace with its count and its messages' reasons "
-        "(each message read is put back at the tail of its queue, never dropped)",
-    )
-    listing.add_argument(
-        "--sample",
-        type=_positive,
-        default=DEFAULT_SAMPLE,
-        metavar="N",
-        help=f"read at most N messages of each queue for the reasons (default {DEFAULT_SAMPLE})",
-    )
-    replay = actions.add_parser(
-        "replay",
-        help="move dead letters back to their work queue (the .dead queue's name less .dead), "
-        "each once: published with a confirm, then acked",
-    )
-    replay.add_argument(
-        "--reason",
-        metavar="TEXT",
-        help="only messages whose reason contains TEXT (its code, such as checksum_mismatch or "
-        "delivery_limit, or any part of it); the others stay",
-    )
-    replay.add_argument(
-        "--limit", type=_positive, metavar="N", help="move at most N messages of each queue"
-    )
-    replay.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="move nothing; say what would move (with --reason, the messages are read and put "
-        "back at the tail)",
-    )
-    for command in (listing, replay):
-        command.add_argument(
-            "--queue", metavar="Q", help="only this .dead queue (e.g. wa.inbox.webhooks.dead)"
-        )
-        command.add_argument("--json", action="store_true", help="print JSON instead of text")
+@dataclass(frozen=True, slots=True)
+class DeadLetterRequest:
+    """What ``dead-letters list`` or ``dead-letters replay`` was asked."""
+
+    dead_letters_command: str  # "list" or "replay"
+    queue: str | None = None
+    json: bool = False
+    sample: int = DEFAULT_SAMPLE
+    reason: str | None = None
+    limit: int | None = None
+    dry_run: bool = False
 
 
-def _positive(value: str) -> int:
-    if not value.isascii() or not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return int(value)
-
-
-def run_dead_letters(args: argparse.Namespace) -> int:
+def run_dead_letters(args: DeadLetterRequest) -> int:
     """``dead-letters list|replay``: the exit status (0 done, 1 a message could not be moved,
     2 a wrong argument, 3 RabbitMQ unreachable)."""
     settings = load_settings(OpsSettings)
@@ -320,7 +279,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
 
 
-async def _run(args: argparse.Namespace, settings: OpsSettings, names: Names) -> int:
+async def _run(args: DeadLetterRequest, settings: OpsSettings, names: Names) -> int:
     if args.queue is not None:
         queues = [args.queue]
     else:
@@ -345,7 +304,7 @@ async def _run(args: argparse.Namespace, settings: OpsSettings, names: Names) ->
 
 
 async def _sweep_all(
-    args: argparse.Namespace,
+    args: DeadLetterRequest,
     settings: OpsSettings,
     names: Names,
     found: Sequence[DeadQueue],
@@ -405,7 +364,7 @@ async def _namespace_dead_queues(settings: OpsSettings, names: Names) -> list[st
 # --- what it prints ---------------------------------------------------------------------------
 
 
-def _json(names: Names, found: Sequence[DeadQueue], args: argparse.Namespace) -> str:
+def _json(names: Names, found: Sequence[DeadQueue], args: DeadLetterRequest) -> str:
     document: dict[str, Any] = {
         "namespace": names.namespace,
         "queues": [d.document() for d in found],
@@ -421,7 +380,7 @@ def _json(names: Names, found: Sequence[DeadQueue], args: argparse.Namespace) ->
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
 
 
-def _text_report(names: Names, found: Sequence[DeadQueue], args: argparse.Namespace) -> str:
+def _text_report(names: Names, found: Sequence[DeadQueue], args: DeadLetterRequest) -> str:
     replay = args.dead_letters_command == "replay"
     holding = [d for d in found if d.messages]
     total = sum(d.messages for d in found)
@@ -471,7 +430,7 @@ def _detail(example: str, code: str) -> str:
     return rest or example
 
 
-def _outcome(dead: DeadQueue, args: argparse.Namespace) -> str:
+def _outcome(dead: DeadQueue, args: DeadLetterRequest) -> str:
     if not dead.declared:
         return "not declared (nothing to move)"
     if not dead.messages:

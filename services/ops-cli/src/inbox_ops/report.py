@@ -1,16 +1,23 @@
-"""What the runbook commands print: verdicts, plain-text tables, and the masking of every
+"""What the runbook commands print: verdicts, plain-text tables (rich), and the masking of every
 secret this process can see (a second line of defence: the commands never read a secret's
 value into what they print in the first place)."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 MASK = "***"
+# A table is never wrapped to a terminal's width: its lines are grepped and logged.
+_UNBOUNDED = 10_000
 # Environment variables whose values are secrets by their name.
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|_KEYS?$|^KEY", re.I)
 # A password inside a URL (``scheme://user:pass@``).
@@ -29,14 +36,21 @@ class Verdict(StrEnum):
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Left-aligned columns; the last one runs free."""
-    lines = [list(headers), *(list(row) for row in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(headers) - 1)]
-    out = []
-    for line in lines:
-        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-        out.append("  ".join([*cells, line[-1]]).rstrip())
-    return "\n".join(out)
+    """Left-aligned columns two spaces apart, the last one running free: plain text (no
+    colour, no markup read in the cells), the same in a terminal, a pipe or a log."""
+    grid = Table(box=None, pad_edge=False, header_style="", show_edge=False)
+    for _ in headers:
+        grid.add_column(no_wrap=True, overflow="ignore")
+    grid.add_row(*(Text(h) for h in headers))
+    for row in rows:
+        grid.add_row(*(Text(str(cell)) for cell in row))
+    grid.show_header = False
+    console = Console(
+        file=io.StringIO(), width=_UNBOUNDED, color_system=None, highlight=False, emoji=False
+    )
+    console.print(grid)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 class Redactor:

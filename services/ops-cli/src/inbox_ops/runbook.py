@@ -1,11 +1,12 @@
 """The runbook's immediate actions on ``inbox-ops``: ``healthcheck``, ``readiness`` and
-``incident`` (their parsers and their dispatch; the work is in the modules of each)."""
+``incident`` (their dispatch; the work is in the modules of each)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,69 +18,30 @@ from inbox_ops.readiness import readiness, secret_variables
 from inbox_ops.report import Redactor
 from inbox_ops.settings import HealthTargets
 
-RUNBOOK_COMMANDS = ("healthcheck", "readiness", "incident")
 # Not an exit status of the checks: the snapshot could not be written.
 EXIT_NOT_WRITTEN = 1
 EXIT_USAGE = 2
 
 
-def _utc_time(value: str) -> datetime:
+@dataclass(frozen=True, slots=True)
+class RunbookRequest:
+    """What ``healthcheck``, ``readiness`` or ``incident`` was asked."""
+
+    command: str
+    json: bool = False
+    url: Sequence[str] = ()
+    timeout: float | None = None
+    out: str = "incidents"
+    started: datetime | None = None
+
+
+def utc_time(value: str) -> datetime:
+    """``--started``: an ISO 8601 time (UTC when it has no offset)."""
     moment = datetime.fromisoformat(value)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _url_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--url",
-        action="append",
-        default=[],
-        metavar="SERVICE=URL",
-        help="a service's base URL, over WEBHOOK_INGEST_URL, INBOX_API_URL, RETRY_WORKER_URL "
-        "and MAINTENANCE_URL (services: webhook-ingest, inbox-api, retry-worker, maintenance)",
-    )
-    command.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="seconds to wait for each /api/health (HEALTHCHECK_TIMEOUT_SECONDS, default 5)",
-    )
-
-
-def add_runbook_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    health = commands.add_parser(
-        "healthcheck",
-        help="GET every service's /api/health: exit 0 all ok, 1 one degraded, 2 one down or "
-        "unreachable",
-    )
-    health.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _url_option(health)
-
-    ready = commands.add_parser(
-        "readiness",
-        help="the go/no-go after a deploy: settings, store and migrations, broker and queues, "
-        "retry lock, channels, webhook failures, alerts; exit 0 all pass, 1 a warning, 2 a "
-        "failure",
-    )
-    ready.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    incident = commands.add_parser(
-        "incident",
-        help="write an incident snapshot (snapshot.json, snapshot.md) with a suggested "
-        "severity and the communication message",
-    )
-    incident.add_argument(
-        "--out", default="incidents", help="the folder the snapshot's folder goes in"
-    )
-    incident.add_argument(
-        "--started",
-        type=_utc_time,
-        metavar="ISO8601",
-        help="when the incident began (default: the oldest open alert at its severity, or now)",
-    )
-    _url_option(incident)
-
-
-def _targets(args: argparse.Namespace) -> tuple[dict[str, str], float]:
+def _targets(args: RunbookRequest) -> tuple[dict[str, str], float]:
     settings = load_settings(HealthTargets)
     targets = settings.urls()
     targets.update(parse_overrides(args.url, list(targets)))
@@ -88,7 +50,7 @@ def _targets(args: argparse.Namespace) -> tuple[dict[str, str], float]:
     return targets, args.timeout or settings.healthcheck_timeout_seconds
 
 
-def run_runbook_command(args: argparse.Namespace) -> int:
+def run_runbook_command(args: RunbookRequest) -> int:
     """``healthcheck``, ``readiness`` or ``incident``; what they print is masked for every
     secret of the environment."""
     # Library warnings go to stderr, so that stdout is the table (or the JSON) alone.

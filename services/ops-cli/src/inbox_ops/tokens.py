@@ -5,12 +5,15 @@ token caches keep an entry 5 s at most)."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+import orjson
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from inbox_common.store.client import Database
+from inbox_common.store.client import Database, Document
 from inbox_common.tokens import Role, create_token, list_tokens, revoke_token
+from inbox_ops.report import table
 
 
 async def token_create(db: Database, *, role: str, tenant: str, name: str) -> int:
@@ -20,19 +23,39 @@ async def token_create(db: Database, *, role: str, tenant: str, name: str) -> in
     return 0
 
 
-async def token_list(db: Database, *, tenant: str | None) -> int:
-    """One line per token (never the token or its hash), oldest first."""
+async def token_list(db: Database, *, tenant: str | None, as_json: bool = False) -> int:
+    """One row per token (never the token or its hash), oldest first."""
     records = await list_tokens(db, tenant)
-    print(f"{'ID':<24}  {'TENANT':<16}  {'ROLE':<10}  {'CREATED':<20}  {'REVOKED':<20}  NAME")
-    for record in records:
-        revoked = record.get("revoked_at")
-        print(
-            f"{record['_id']!s:<24}  {record['tenant']:<16}  {record['role']:<10}  "
-            f"{record['created_at']:%Y-%m-%d %H:%M:%S}    "
-            f"{f'{revoked:%Y-%m-%d %H:%M:%S}' if revoked else '-':<20}  {record.get('name', '')}"
+    if as_json:
+        print(orjson.dumps([_listed(r) for r in records]).decode())
+        return 0
+    rows = [
+        (
+            str(record["_id"]),
+            record["tenant"],
+            record["role"],
+            f"{record['created_at']:%Y-%m-%d %H:%M:%S}",
+            f"{revoked:%Y-%m-%d %H:%M:%S}" if (revoked := record.get("revoked_at")) else "-",
+            record.get("name", ""),
         )
+        for record in records
+    ]
+    print(table(("ID", "TENANT", "ROLE", "CREATED", "REVOKED", "NAME"), rows))
     print(f"{len(records)} token(s)", file=sys.stderr)
     return 0
+
+
+def _listed(record: Document) -> dict[str, Any]:
+    revoked = record.get("revoked_at")
+    return {
+        "id": str(record["_id"]),
+        "tenant": record["tenant"],
+        "role": record["role"],
+        "name": record.get("name", ""),
+        "agent_id": str(record["agent_id"]) if record.get("agent_id") else None,
+        "created_at": record["created_at"].isoformat(),
+        "revoked_at": revoked.isoformat() if revoked else None,
+    }
 
 
 async def token_revoke(db: Database, *, token_id: str, tenant: str | None) -> int:
