@@ -1,12 +1,14 @@
-"""Fault 9: a template campaign under Meta's refusals and killed senders loses and doubles
-nothing.
+"""Fault 9: a template campaign under Meta's refusals, killed senders, a killed retry-worker
+and a broker restart loses and doubles nothing.
 
 Two inbox-api replicas send a 300-recipient campaign through the Cloud API sandbox, while
 the sandbox refuses sends the ways Meta does (HTTP 500 and 503, 131000, 130429, a lost
-answer: the message taken but the answer never sent back, and 131026 for good), and each
-replica is killed -9 once mid-campaign and started again. The retry-worker brings the
-retryable ones back from their delay tiers. The sandbox's ledger (what "Meta" accepted) is
-the truth: every recipient got the template exactly once (the one refused for good was
+answer: the message taken but the answer never sent back, and 131026 for good). Mid-campaign
+each replica is killed -9 once and started again, then the broker (a RabbitMQ node of this
+module's own) is killed -9 and restarted, then the retry-worker is killed -9 and started
+again (the new one takes over the dead one's lock once it is stale). The retry-worker brings
+the retryable sends back from their delay tiers. The sandbox's ledger (what "Meta" accepted)
+is the truth: every recipient got the template exactly once (the one refused for good was
 accepted, then failed in a status webhook, as Meta does with 131026), and the campaign's
 funnel says so, with Meta's code for the failure.
 """
@@ -24,7 +26,14 @@ import pytest
 from inbox_common.store.client import create_client
 from inbox_common.store.schema import CHANNELS
 from inbox_common.tokens import Role, create_token
-from inbox_testkit.faults.stack import PHONE_NUMBER_ID, SECRET, StackConfig, running_stack
+from inbox_testkit.faults.cluster import RabbitNode
+from inbox_testkit.faults.stack import (
+    PHONE_NUMBER_ID,
+    SECRET,
+    StackConfig,
+    prepare_store,
+    running_stack,
+)
 from inbox_testkit.polling import wait_until
 from inbox_testkit.sandbox import run_sandbox, sandbox_number
 from inbox_testkit.tenants import bearer
@@ -48,11 +57,32 @@ FAULTS: list[tuple[int, int | str, int]] = [
     (190, 131026, 1),
 ]
 KILLS_AT = (60, 160)  # sends accepted when replica 0, then replica 1, is killed -9
+BROKER_KILLED_AT = 200  # sends accepted when the broker node is killed -9 ...
+BROKER_DOWN_SECONDS = 2.0  # ... and how long it stays down
+WORKER_KILLED_AT = 240  # sends accepted when the retry-worker is killed -9
 
 
-async def test_a_campaign_under_meta_refusals_and_sender_kills_sends_each_once(
-    stack_config: StackConfig,
+@pytest.fixture
+async def node_config(
+    own_node: RabbitNode, namespace: str, mongo_url: str, mongo_db_name: str
+) -> StackConfig:
+    """The stack on this module's own broker node (it is killed and restarted)."""
+    if not own_node.running:
+        await own_node.start()
+        await own_node.wait_ready()
+    await prepare_store(mongo_url, mongo_db_name)
+    return StackConfig(
+        namespace=namespace,
+        mongo_db=mongo_db_name,
+        mongodb_url=mongo_url,
+        rabbitmq_url=own_node.url,
+    )
+
+
+async def test_a_campaign_under_meta_refusals_and_kills_sends_each_once(
+    node_config: StackConfig, own_node: RabbitNode
 ) -> None:
+    stack_config = node_config
     client = create_client(stack_config.mongodb_url, app_name="faults", timeout_ms=10_000)
     db = client[stack_config.mongo_db]
     try:
@@ -62,12 +92,12 @@ async def test_a_campaign_under_meta_refusals_and_sender_kills_sends_each_once(
         channel = await db[CHANNELS].find_one({"phone_number_id": PHONE_NUMBER_ID})
         assert channel is not None
         admin = await create_token(db, role=Role.ADMIN, tenant="faults")
-        await run_campaign(stack_config, str(channel["_id"]), admin)
+        await run_campaign(stack_config, str(channel["_id"]), admin, own_node)
     finally:
         await client.close()
 
 
-async def run_campaign(config: StackConfig, channel_id: str, admin: str) -> None:
+async def run_campaign(config: StackConfig, channel_id: str, admin: str, node: RabbitNode) -> None:
     async with running_stack(config) as stack:
         ingest = stack.ingest()
         await ingest.start()
@@ -80,7 +110,10 @@ async def run_campaign(config: StackConfig, channel_id: str, admin: str) -> None
             config.env.update({"WHATSAPP_API_BASE_URL": cloud.url, "SENDER_STALE_SECONDS": "60"})
             replicas = [stack.api(name=f"inbox-api-{n}") for n in range(2)]
             worker = stack.retry_worker(
-                JOBS_API_TOKEN="faults-jobs-token", RETRY_WORKER_INTERVAL_SECONDS="0.5"
+                JOBS_API_TOKEN="faults-jobs-token",
+                RETRY_WORKER_INTERVAL_SECONDS="0.5",
+                # A restarted worker takes the killed one's lock over 3 s after its last beat.
+                RETRY_WORKER_STALE_SECONDS="3",
             )
             await stack.start()
             numbers = [f"62812{n:08d}" for n in range(RECIPIENTS)]
@@ -104,6 +137,14 @@ async def run_campaign(config: StackConfig, channel_id: str, admin: str) -> None
                     await at_least(after)
                     await victim.kill(signal.SIGKILL)
                     await victim.start(healthy=False)
+                await at_least(BROKER_KILLED_AT)
+                await node.kill()
+                await asyncio.sleep(BROKER_DOWN_SECONDS)
+                await node.start()
+                await node.wait_ready()
+                await at_least(WORKER_KILLED_AT)
+                await worker.kill(signal.SIGKILL)
+                await worker.start(healthy=False)
 
             injecting = asyncio.create_task(inject())
             async with aiohttp.ClientSession(base_url=replicas[0].base) as http:
@@ -145,7 +186,8 @@ async def run_campaign(config: StackConfig, channel_id: str, admin: str) -> None
             assert retried >= 5, f"only {retried} sends were retried: the faults did not bite"
             print(
                 f"fault=campaign recipients={RECIPIENTS} sent_once={len(sent)} failed=1 "
-                f"twice=0 retried={retried} redelivered={redelivered}"
+                f"twice=0 retried={retried} redelivered={redelivered} "
+                "killed=replica,replica,broker,retry-worker"
             )
 
 
