@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from bson import ObjectId
 
 from inbox_common.alerts import AlertKind
 from inbox_common.store.client import Database
@@ -100,3 +101,38 @@ async def test_the_alert_counts_each_sighting_and_resolves_once_they_moved_on(
     done = await db["alerts"].find_one({"_id": alert["_id"]})
     assert done is not None
     assert (done["status"], done["resolved_by"]) == ("resolved", "maintenance:stuck_sends")
+
+
+async def test_a_backlog_behind_a_number_that_is_sending_is_not_stuck(
+    runner: Maintenance, db: Database
+) -> None:
+    """A big campaign waits at its number's pace: its tail is old but moving. A number that
+    has sent nothing for the whole bound while messages wait is stuck."""
+    sending, silent = ObjectId(), ObjectId()
+    for channel in (sending, silent):
+        await outbound_message(
+            db, tenant="acme", send_state="queued", created_at=ago(LONG_AGO), channel_id=channel
+        )
+    await outbound_message(
+        db, tenant="acme", send_state="accepted", channel_id=sending,
+        created_at=ago(LONG_AGO * 2), accepted_at=ago(timedelta(seconds=5)),
+    )  # fmt: skip
+    # Accepted long ago only: no sign of a number that sends now.
+    await outbound_message(
+        db, tenant="acme", send_state="accepted", channel_id=silent,
+        created_at=ago(LONG_AGO * 2), accepted_at=ago(LONG_AGO),
+    )  # fmt: skip
+
+    outcome = await run_ok(runner, "stuck_sends")
+
+    [alert] = await active(db, AlertKind.SENDS_STUCK)
+    assert alert["evidence"]["counts"] == {"queued": 1}
+    assert [m["channel_id"] for m in alert["evidence"]["oldest"]] == [str(silent)]
+    assert "1 queued behind numbers that are sending" in outcome.summary
+
+    # The silent number sends again: its backlog moves, and the alert resolves.
+    await outbound_message(
+        db, tenant="acme", send_state="accepted", channel_id=silent, accepted_at=ago(JUST_NOW)
+    )
+    await run_ok(runner, "stuck_sends")
+    assert await active(db, AlertKind.SENDS_STUCK) == []

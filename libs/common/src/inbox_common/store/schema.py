@@ -321,6 +321,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         },
     ),
+    Migration(
+        version=7,
+        name="stuck sends: a number's last acceptance (a backlog that moves is not stuck)",
+        indexes=(
+            Index(
+                MESSAGES,
+                "channel_accepted",
+                (("channel_id", 1), ("accepted_at", -1)),
+                partial={"accepted_at": {"$exists": True}},
+            ),
+        ),
+    ),
 )
 
 
