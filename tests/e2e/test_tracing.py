@@ -199,7 +199,15 @@ async def spans_of(collector: Collector, trace_id: str, *names: str) -> dict[str
     return found
 
 
-async def test_a_webhook_is_one_trace_from_the_request_to_the_store(
+async def test_a_webhook_and_a_reply_are_each_one_trace_across_the_services(
+    traced: Traced, collector: Collector, db: Database, names: Names, tokens: Tokens
+) -> None:
+    # One stack for both (three processes start in a few seconds each).
+    await a_webhook_is_one_trace_from_the_request_to_the_store(traced, collector, db, names, tokens)
+    await a_reply_is_one_trace_from_the_agent_to_the_cloud_api(traced, collector, db, tokens)
+
+
+async def a_webhook_is_one_trace_from_the_request_to_the_store(
     traced: Traced, collector: Collector, db: Database, names: Names, tokens: Tokens
 ) -> None:
     header, trace_id, caller_span = traceparent()
@@ -242,7 +250,7 @@ async def test_a_webhook_is_one_trace_from_the_request_to_the_store(
     assert applied.attributes["inbox.outcome"] == "acked"
 
 
-async def test_a_reply_is_one_trace_from_the_agent_to_the_cloud_api(
+async def a_reply_is_one_trace_from_the_agent_to_the_cloud_api(
     traced: Traced, collector: Collector, db: Database, tokens: Tokens
 ) -> None:
     conversation = await writes_in(

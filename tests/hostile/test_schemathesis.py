@@ -59,11 +59,12 @@ from inbox_testkit.webhooks import delivery_of
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 WA = "491701234567"
-# (role, generation mode, examples per operation and id source): about 500 requests in all.
+# (role, generation mode, examples per operation): the same cases on every run (derandomized;
+# new cases come with every change of the API description), bounded for the suite's time.
 RUNS = [
-    ("superadmin", GenerationMode.POSITIVE, 15),
-    ("superadmin", GenerationMode.NEGATIVE, 15),
-    ("agent", GenerationMode.POSITIVE, 8),
+    ("superadmin", GenerationMode.POSITIVE, 10),
+    ("superadmin", GenerationMode.NEGATIVE, 10),
+    ("agent", GenerationMode.POSITIVE, 5),
 ]
 
 

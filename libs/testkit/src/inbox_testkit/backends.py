@@ -9,12 +9,16 @@ machine's RabbitMQ at 127.0.0.1:5672, a SecantusDB process started for the sessi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import functools
 import gc
+import logging
 import os
 import subprocess
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,8 +81,11 @@ def _docker_pings() -> bool:
 
 
 def ensure_local_broker() -> None:
-    """Start the machine's RabbitMQ via scripts/ensure-rabbitmq.sh unless it already listens."""
+    """Start the machine's RabbitMQ via scripts/ensure-rabbitmq.sh unless it already listens;
+    restart its application when it listens but can no longer make the suite's queues."""
     if tcp_accepts(LOCAL_AMQP_HOST, LOCAL_AMQP_PORT):
+        with _broker_lock():
+            _heal_local_broker()
         return
     # A file, not a pipe: the broker daemon may inherit the script's output descriptors.
     with tempfile.TemporaryFile() as output:
@@ -97,6 +104,77 @@ def ensure_local_broker() -> None:
             f"no RabbitMQ at {LOCAL_AMQP_URL} and scripts/ensure-rabbitmq.sh failed "
             f"(exit {result.returncode}); set RABBITMQ_URL to use another broker:\n{text}"
         )
+
+
+# A work queue's shape (inbox_common.broker.topology): quorum, at-least-once dead-lettering.
+_PROBE_ARGUMENTS: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-exchange": "inbox-probe.dlx",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
+def _declares_work_queues() -> bool:
+    """Whether the broker declares (and deletes) a queue shaped like the work queues.
+
+    RabbitMQ 3.10 can lose the supervisor of at-least-once dead-lettering after a storm of
+    quorum queues created and deleted (many test namespaces at once); from then on it answers
+    every such declare with ``541 INTERNAL_ERROR`` while accepting connections, and stays so
+    until its application restarts. Any other failure is not ours to heal here.
+    """
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(LOCAL_AMQP_URL, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                f"inbox-probe-{uuid.uuid4().hex}", durable=True, arguments=_PROBE_ARGUMENTS
+            )
+            await queue.delete(if_unused=False, if_empty=False)
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return "INTERNAL_ERROR" not in str(exc)
+    return True
+
+
+def _heal_local_broker() -> None:
+    if _declares_work_queues():
+        return
+    logging.getLogger(__name__).warning(
+        "the local RabbitMQ refuses quorum queues with INTERNAL_ERROR; restarting its "
+        "application (rabbitmqctl stop_app, start_app)"
+    )
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    for action in ("stop_app", "start_app"):
+        subprocess.run(
+            [*sudo, "rabbitmqctl", "-q", action],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    if not _declares_work_queues():
+        raise RuntimeError(
+            f"the RabbitMQ at {LOCAL_AMQP_URL} answers INTERNAL_ERROR to quorum queue declares "
+            "even after `rabbitmqctl stop_app && rabbitmqctl start_app`; restart the node "
+            "(rabbitmqctl stop; rabbitmq-server -detached) or set RABBITMQ_URL"
+        )
+
+
+@contextlib.contextmanager
+def _broker_lock() -> Iterator[None]:
+    """One test process at a time checks (and heals) the machine's broker."""
+    path = REPO_ROOT / ".run" / "broker-check.lock"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

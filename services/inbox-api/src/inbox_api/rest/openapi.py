@@ -4,6 +4,7 @@ entry per route, with its request body (validation schema), its success answer
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +228,7 @@ ROUTES: tuple[Route, ...] = (
 )  # fmt: skip
 
 
+@functools.cache  # the routes and schemas are fixed: built once per process
 def build_openapi() -> bytes:
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
     for route in ROUTES:
