@@ -58,3 +58,26 @@ async def own_node() -> AsyncIterator[RabbitNode]:
     can_run_rabbitmq()
     async with rabbit_node() as node:
         yield node
+
+
+@pytest.fixture
+async def started_node(own_node: RabbitNode) -> RabbitNode:
+    """The module's node, running (a test before may have left it killed)."""
+    if not own_node.running:
+        await own_node.start()
+        await own_node.wait_ready()
+    return own_node
+
+
+@pytest.fixture
+async def node_config(
+    started_node: RabbitNode, namespace: str, mongo_url: str, mongo_db_name: str
+) -> StackConfig:
+    """The stack on the module's own broker node (a test may kill and restart it)."""
+    await prepare_store(mongo_url, mongo_db_name)
+    return StackConfig(
+        namespace=namespace,
+        mongo_db=mongo_db_name,
+        mongodb_url=mongo_url,
+        rabbitmq_url=started_node.url,
+    )

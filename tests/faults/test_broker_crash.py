@@ -23,7 +23,7 @@ import pytest
 from inbox_testkit.faults.checker import Report, Sender, text_items
 from inbox_testkit.faults.cluster import RabbitNode
 from inbox_testkit.faults.scenario import fault_run
-from inbox_testkit.faults.stack import Service, StackConfig, prepare_store
+from inbox_testkit.faults.stack import Service, StackConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -99,33 +99,11 @@ async def _crash(
         await asyncio.sleep(0.2)
 
 
-@pytest.fixture
-async def config(
-    own_node: RabbitNode, namespace: str, mongo_url: str, mongo_db_name: str
-) -> StackConfig:
-    await prepare_store(mongo_url, mongo_db_name)
-    return StackConfig(
-        namespace=namespace,
-        mongo_db=mongo_db_name,
-        mongodb_url=mongo_url,
-        rabbitmq_url=own_node.url,
-    )
-
-
-@pytest.fixture
-async def started_node(own_node: RabbitNode) -> RabbitNode:
-    """The module's node, running (a test before may have left it killed)."""
-    if not own_node.running:
-        await own_node.start()
-        await own_node.wait_ready()
-    return own_node
-
-
 async def test_broker_crash_answers_503_and_loses_nothing(
-    started_node: RabbitNode, config: StackConfig, fault_report: Report
+    started_node: RabbitNode, node_config: StackConfig, fault_report: Report
 ) -> None:
     node = started_node
-    async with fault_run(config, "broker-crash") as run:
+    async with fault_run(node_config, "broker-crash") as run:
         await run.start(replicas=2)
         seen = Observed()
 

@@ -31,7 +31,6 @@ from inbox_testkit.faults.stack import (
     PHONE_NUMBER_ID,
     SECRET,
     StackConfig,
-    prepare_store,
     running_stack,
 )
 from inbox_testkit.polling import wait_until
@@ -62,25 +61,8 @@ BROKER_DOWN_SECONDS = 2.0  # ... and how long it stays down
 WORKER_KILLED_AT = 240  # sends accepted when the retry-worker is killed -9
 
 
-@pytest.fixture
-async def node_config(
-    own_node: RabbitNode, namespace: str, mongo_url: str, mongo_db_name: str
-) -> StackConfig:
-    """The stack on this module's own broker node (it is killed and restarted)."""
-    if not own_node.running:
-        await own_node.start()
-        await own_node.wait_ready()
-    await prepare_store(mongo_url, mongo_db_name)
-    return StackConfig(
-        namespace=namespace,
-        mongo_db=mongo_db_name,
-        mongodb_url=mongo_url,
-        rabbitmq_url=own_node.url,
-    )
-
-
 async def test_a_campaign_under_meta_refusals_and_kills_sends_each_once(
-    node_config: StackConfig, own_node: RabbitNode
+    node_config: StackConfig, started_node: RabbitNode
 ) -> None:
     stack_config = node_config
     client = create_client(stack_config.mongodb_url, app_name="faults", timeout_ms=10_000)
@@ -92,7 +74,7 @@ async def test_a_campaign_under_meta_refusals_and_kills_sends_each_once(
         channel = await db[CHANNELS].find_one({"phone_number_id": PHONE_NUMBER_ID})
         assert channel is not None
         admin = await create_token(db, role=Role.ADMIN, tenant="faults")
-        await run_campaign(stack_config, str(channel["_id"]), admin, own_node)
+        await run_campaign(stack_config, str(channel["_id"]), admin, started_node)
     finally:
         await client.close()
 
