@@ -119,6 +119,15 @@ class MongoSettings(BaseSettings):
     mongodb_timeout_ms: int = Field(
         default=5000, ge=100, le=120_000, description="server selection timeout in milliseconds"
     )
+    mongodb_socket_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        le=600_000,
+        description=(
+            "how long one store request may wait for its answer before it counts as a store "
+            "outage and is retried, in milliseconds (0: no limit)"
+        ),
+    )
 
 
 class HttpSettings(BaseSettings):

@@ -57,7 +57,10 @@ async def standalone(
     """A runner over connections of its own; raises :class:`BrokerUnavailableError` when a
     chosen task needs the broker and it does not answer in time."""
     client = create_client(
-        settings.mongodb_url, app_name=name, timeout_ms=settings.mongodb_timeout_ms
+        settings.mongodb_url,
+        app_name=name,
+        timeout_ms=settings.mongodb_timeout_ms,
+        socket_timeout_ms=settings.mongodb_socket_timeout_ms,
     )
     db = client[settings.mongodb_db]
     names = Names(settings.amqp_namespace, settings.amqp_delivery_limit)

@@ -57,7 +57,10 @@ async def standalone(settings: RetryJobSettings, *, name: str) -> AsyncIterator[
     broker.when_connected(setup, what="retry pass")
     broker.start()
     client = create_client(
-        settings.mongodb_url, app_name=name, timeout_ms=settings.mongodb_timeout_ms
+        settings.mongodb_url,
+        app_name=name,
+        timeout_ms=settings.mongodb_timeout_ms,
+        socket_timeout_ms=settings.mongodb_socket_timeout_ms,
     )
     worker: RetryWorker | None = None
     try:

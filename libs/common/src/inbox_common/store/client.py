@@ -25,8 +25,17 @@ DATABASE: web.AppKey[Database] = web.AppKey("database")
 TRANSIENT_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure,)
 
 
-def create_client(url: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
+def create_client(
+    url: str, *, app_name: str, timeout_ms: int = 5000, socket_timeout_ms: int | None = None
+) -> AsyncMongoClient[Document]:
     """A client with tz-aware datetimes; it connects lazily, so start-up never blocks on it.
+
+    ``socket_timeout_ms`` bounds the wait for each answer (unless the URL sets
+    ``socketTimeoutMS``): the services pass their setting, so a request the store accepted and
+    never answered (a half-open connection, a server wedged on one connection after a restart)
+    fails as a network timeout, which the services treat as an outage and retry, instead of
+    holding its work forever. One-shot commands pass ``None``: an operator's index build may
+    take minutes, and the operator can interrupt it.
 
     Writes are acknowledged only once durable (``w=majority``, journaled) unless the URL
     says otherwise: consumers ack a message after its write, so an acknowledged write that a
@@ -41,6 +50,8 @@ def create_client(url: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncMo
         durable["w"] = "majority"
     if "journal" not in given:
         durable["journal"] = True
+    if socket_timeout_ms and "sockettimeoutms" not in given:
+        durable["socketTimeoutMS"] = socket_timeout_ms
     return AsyncMongoClient(
         url,
         appname=app_name,
@@ -81,7 +92,10 @@ def store_ctx(settings: MongoSettings, app_name: str, *, critical: bool = True) 
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         client = create_client(
-            settings.mongodb_url, app_name=app_name, timeout_ms=settings.mongodb_timeout_ms
+            settings.mongodb_url,
+            app_name=app_name,
+            timeout_ms=settings.mongodb_timeout_ms,
+            socket_timeout_ms=settings.mongodb_socket_timeout_ms,
         )
         db = client[settings.mongodb_db]
         app[DATABASE] = db

@@ -38,6 +38,8 @@ TENANT = "faults"
 # Short, so a broker or store that does not answer turns into a fast 503 or retry.
 PUBLISH_TIMEOUT = 2.0
 MONGODB_TIMEOUT_MS = 2000
+# A request the restarted store accepted and never answers fails after this and is retried.
+MONGODB_SOCKET_TIMEOUT_MS = 10_000
 
 INGEST = "inbox_ingest"
 API = "inbox_api"
@@ -203,6 +205,7 @@ class Stack:
             "LOG_LEVEL": "INFO",
             "AMQP_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
             "MONGODB_TIMEOUT_MS": str(MONGODB_TIMEOUT_MS),
+            "MONGODB_SOCKET_TIMEOUT_MS": str(MONGODB_SOCKET_TIMEOUT_MS),
             **self.config.env,
         }
 
