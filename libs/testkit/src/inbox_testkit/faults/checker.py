@@ -291,24 +291,31 @@ async def wait_quiet(
     """Wait until the system is quiet; never raises (:func:`check` counts what is missing).
 
     Quiet means: the store holds every fact of every 200'd body, the queue has no ready
-    message, no ledger entry is still ``received``, and nothing changed for ``stable``
-    seconds. When some of that never comes (a lost message, a ledger entry stuck in
+    message, every 200'd body has its ledger entry and none is still ``received``, and
+    nothing changed for ``stable`` seconds (a consumer that stored a batch's messages and
+    is still writing its ledger entries and conversations is not quiet).
+    When some of that never comes (a lost message, a ledger entry stuck in
     ``received``), waiting ends once nothing changed for ``settle`` seconds (longer than a
     consumer's longest pause between retries), or at ``timeout``.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    wanted_messages, wanted_statuses = _facts(i for i in items if i.key in sender.ok)
+    ok_items = [i for i in items if i.key in sender.ok]
+    wanted_messages, wanted_statuses = _facts(ok_items)
+    wanted_bodies = list({hashlib.sha256(i.body).hexdigest() for i in ok_items})
     ignored = list(ignore_sha256)
     last: tuple[int, ...] | None = None
     since = loop.time()
     while loop.time() < deadline:
         messages, statuses = await stored_facts(db)
         missing = len(wanted_messages - messages) + len(wanted_statuses - statuses)
+        entered = await db["webhook_events"].distinct("sha256", {"sha256": {"$in": wanted_bodies}})
         snapshot = (
             missing,
             await depth(),
-            await db["webhook_events"].count_documents(
+            len(wanted_bodies)
+            - len(entered)
+            + await db["webhook_events"].count_documents(
                 {"status": "received", "sha256": {"$nin": ignored}}
             ),
             len(messages),
