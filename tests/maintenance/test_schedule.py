@@ -13,6 +13,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
 from inbox_common.broker.connection import Broker
@@ -180,3 +181,35 @@ async def test_two_whole_services_publish_and_run_each_period_once(
         for app in apps
     ]
     assert sum(v or 0 for v in by_replica) == len(published)
+
+
+async def test_closing_ends_the_ticking_even_when_the_driver_swallows_the_cancellation(
+    db: Database, names: Names, publisher: ConfirmedPublisher
+) -> None:
+    # PyMongo can report the cancellation of an operation in flight as an AutoReconnect
+    # ("operation cancelled"); the loop logs store errors and goes on, so it must also stop
+    # by itself.
+    calls = 0
+
+    async def refresh() -> None:
+        nonlocal calls
+        calls += 1
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise AutoReconnect("operation cancelled") from None
+
+    ticking = replica(db, publisher, names, Clock(T0), "a")
+    ticking.start(0.01, also=refresh)
+
+    async def ticked_twice() -> bool:
+        return calls >= 2
+
+    await wait_until(ticked_twice, "the schedule ticking", timeout=5)
+    closing = asyncio.create_task(ticking.close())
+    done, _ = await asyncio.wait({closing}, timeout=3)  # no cancellation of its own on timeout
+    stuck = closing not in done
+    while not closing.done():  # let a stuck loop go, so the failure does not leak it
+        closing.cancel()
+        await asyncio.sleep(0.02)
+    assert not stuck, "close() did not end the schedule's loop"

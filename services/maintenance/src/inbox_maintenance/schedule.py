@@ -85,6 +85,7 @@ class Schedule:
         self._clock = clock
         self._ready = ready
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def tick(self) -> list[str]:
         """Publish the tasks whose current period nobody has published yet; returns them."""
@@ -154,7 +155,10 @@ class Schedule:
         self._task = asyncio.create_task(self._loop(interval, also), name="maintenance-schedule")
 
     async def _loop(self, interval: float, also: Callable[[], Awaitable[object]] | None) -> None:
-        while True:
+        # Not ``while True``: PyMongo may turn the cancellation of an operation in flight into
+        # an ``AutoReconnect`` ("operation cancelled"), which the loop logs and goes on from;
+        # the flag ends it at the next turn instead of never.
+        while not self._closing:
             try:
                 # While the broker is away nothing could be published: no claim either.
                 if self._ready is None or self._ready():
@@ -168,6 +172,7 @@ class Schedule:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

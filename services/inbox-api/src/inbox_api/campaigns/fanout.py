@@ -215,9 +215,13 @@ def scheduler_ctx(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         scheduler = service(app)
+        stopping = asyncio.Event()
 
         async def loop() -> None:
-            while True:
+            # Until told to stop, not ``while True``: PyMongo may turn the cancellation of an
+            # operation in flight into an ``AutoReconnect``, which the loop would log and
+            # go on from for ever.
+            while not stopping.is_set():
                 await asyncio.sleep(every)
                 try:
                     await scheduler.tick()
@@ -228,6 +232,7 @@ def scheduler_ctx(
 
         task = asyncio.create_task(loop())
         yield
+        stopping.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
