@@ -186,9 +186,10 @@ async def test_two_whole_services_publish_and_run_each_period_once(
 async def test_closing_ends_the_ticking_even_when_the_driver_swallows_the_cancellation(
     db: Database, names: Names, publisher: ConfirmedPublisher
 ) -> None:
-    # PyMongo can report the cancellation of an operation in flight as an AutoReconnect
-    # ("operation cancelled"); the loop logs store errors and goes on, so it must also stop
-    # by itself.
+    # A cancellation can be lost inside a store call (Python 3.11's wait_for swallows one
+    # that arrives as its awaitable completes) or come out as a store error; the loop logs
+    # store errors and goes on, so closing must end it by itself. Here the refresh turns
+    # its cancellation into AutoReconnect.
     calls = 0
 
     async def refresh() -> None:

@@ -155,9 +155,10 @@ class Schedule:
         self._task = asyncio.create_task(self._loop(interval, also), name="maintenance-schedule")
 
     async def _loop(self, interval: float, also: Callable[[], Awaitable[object]] | None) -> None:
-        # Not ``while True``: PyMongo may turn the cancellation of an operation in flight into
-        # an ``AutoReconnect`` ("operation cancelled"), which the loop logs and goes on from;
-        # the flag ends it at the next turn instead of never.
+        # Not ``while True``: a cancellation can be lost inside a store call (Python 3.11's
+        # ``asyncio.wait_for``, which PyMongo's socket writes use, swallows one that arrives as
+        # its awaitable completes), and the loop goes on from whatever the call raised; the
+        # flag ends it at the next turn instead of never.
         while not self._closing:
             try:
                 # While the broker is away nothing could be published: no claim either.

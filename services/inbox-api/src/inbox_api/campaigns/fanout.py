@@ -218,9 +218,9 @@ def scheduler_ctx(
         stopping = asyncio.Event()
 
         async def loop() -> None:
-            # Until told to stop, not ``while True``: PyMongo may turn the cancellation of an
-            # operation in flight into an ``AutoReconnect``, which the loop would log and
-            # go on from for ever.
+            # Until told to stop, not ``while True``: a cancellation can be lost inside a
+            # store call (Python 3.11's ``asyncio.wait_for``, which PyMongo's socket writes
+            # use, swallows one that arrives as its awaitable completes).
             while not stopping.is_set():
                 await asyncio.sleep(every)
                 try:
