@@ -265,6 +265,11 @@ def _facts(items: Iterable[Item]) -> tuple[set[str], set[tuple[str, str]]]:
     return messages, statuses
 
 
+def _body_hashes(items: Iterable[Item]) -> set[str]:
+    """The ledger keys (SHA-256 of the raw body) of ``items``."""
+    return {hashlib.sha256(i.body).hexdigest() for i in items}
+
+
 async def stored_facts(db: Database) -> tuple[set[str], set[tuple[str, str]]]:
     """The inbound messages and the (wamid, status) pairs in the store now."""
     messages: set[str] = set()
@@ -302,7 +307,7 @@ async def wait_quiet(
     deadline = loop.time() + timeout
     ok_items = [i for i in items if i.key in sender.ok]
     wanted_messages, wanted_statuses = _facts(ok_items)
-    wanted_bodies = list({hashlib.sha256(i.body).hexdigest() for i in ok_items})
+    wanted_bodies = list(_body_hashes(ok_items))
     ignored = list(ignore_sha256)
     last: tuple[int, ...] | None = None
     since = loop.time()
@@ -454,7 +459,7 @@ async def _check_conversations(
 async def _check_ledger(
     db: Database, ok_items: Sequence[Item], verdict: Verdict, ignored: set[str]
 ) -> None:
-    wanted = {hashlib.sha256(i.body).hexdigest() for i in ok_items}
+    wanted = _body_hashes(ok_items)
     events = await db["webhook_events"].find({}, {"sha256": 1, "status": 1}).to_list()
     for sha, n in Counter(e["sha256"] for e in events).items():
         if n > 1:
