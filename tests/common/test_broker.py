@@ -367,7 +367,8 @@ async def test_a_transient_error_parks_the_message_uncounted_and_pauses_the_cons
         health = await consumer.probe()
         assert health.status is Status.DEGRADED
         assert "store_unavailable" in (health.detail or "")
-        parked = await work_queue.get(timeout=5)  # paused: nobody else takes it
+        # The consumer pauses first, then publishes the parked copy: wait for the copy.
+        parked = await _next_message(work_queue)  # paused: nobody else takes it
         assert parked.body == b"later"
         assert parked.message_id == "m-later"
         assert header_str(parked.headers, "request_id") == "r"
@@ -387,6 +388,19 @@ async def test_a_transient_error_parks_the_message_uncounted_and_pauses_the_cons
         assert calls == FAST_RETRY.attempts + 1
     finally:
         await consumer.stop()
+
+
+async def _next_message(queue: AbstractQueue) -> AbstractIncomingMessage:
+    got: AbstractIncomingMessage | None = None
+
+    async def arrived() -> bool:
+        nonlocal got
+        got = await queue.get(fail=False, timeout=5)
+        return got is not None
+
+    await wait_until(arrived, f"a message in {queue.name}")
+    assert got is not None
+    return got
 
 
 async def _drained(queue: AbstractQueue) -> bool:
