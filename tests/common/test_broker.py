@@ -390,6 +390,42 @@ async def test_a_transient_error_parks_the_message_uncounted_and_pauses_the_cons
         await consumer.stop()
 
 
+async def test_stopping_a_paused_consumer_ends_even_when_the_probe_swallows_the_cancellation(
+    broker: Broker, names: Names, publisher: ConfirmedPublisher
+) -> None:
+    # A cancellation can be lost inside a store call (Python 3.11's wait_for swallows one
+    # that arrives as its awaitable completes): here the probe turns it into "not ready".
+    probes = 0
+
+    async def handler(message: AbstractIncomingMessage) -> None:
+        raise TransientError("store_unavailable", "MongoDB is down")
+
+    async def ready() -> bool:
+        nonlocal probes
+        probes += 1
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            return False
+        return False
+
+    consumer = make_consumer(broker, names, publisher, handler, ready=ready)
+    await consumer.start()
+    await publish(publisher, names, b"later", message_id="m-later")
+
+    async def probed() -> bool:
+        return probes >= 2
+
+    await wait_until(probed, "the paused consumer to probe its dependencies")
+    stopping = asyncio.create_task(consumer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=3)  # no cancellation of its own on timeout
+    stuck = stopping not in done
+    while not stopping.done():  # let a stuck loop go, so the failure does not leak it
+        stopping.cancel()
+        await asyncio.sleep(0.02)
+    assert not stuck, "stop() did not end the paused consumer's resume loop"
+
+
 async def _next_message(queue: AbstractQueue) -> AbstractIncomingMessage:
     got: AbstractIncomingMessage | None = None
 

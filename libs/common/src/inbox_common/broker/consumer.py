@@ -161,6 +161,7 @@ class Consumer:
         self._paused: tuple[float, str] | None = None
         self._pausing: asyncio.Future[None] | None = None
         self._resuming: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def paused(self) -> bool:
@@ -176,6 +177,7 @@ class Consumer:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking messages, let in-flight ones settle, close the channel."""
+        self._stopping = True
         if self._resuming is not None:
             self._resuming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -334,7 +336,10 @@ class Consumer:
     async def _resume_when_ready(self, cancelled: asyncio.Future[None]) -> None:
         await asyncio.shield(cancelled)
         delay = self._retry.pause_initial
-        while True:
+        # Not ``while True``: a cancellation can be lost inside the readiness probe (Python
+        # 3.11's ``asyncio.wait_for``, which PyMongo's socket writes use, swallows one that
+        # arrives as its awaitable completes); the flag ends the loop at the next turn.
+        while not self._stopping:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry.pause_max)
             if self._ready is not None and not await self._ready():
@@ -347,6 +352,8 @@ class Consumer:
                 log.warning("consumer.resume_failed", queue=self.queue_name, error=str(exc))
                 continue
             break
+        if self._stopping:
+            return
         since, _ = self._paused or (time.monotonic(), "")
         self._paused = None
         self._metrics.paused.labels(self.queue_name).set(0)
