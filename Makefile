@@ -45,13 +45,14 @@ bootstrap:
 run: bootstrap
 	exec .venv/bin/inbox-ops dev
 
-# The lints run beside the suite (they are single-threaded, and the suite leaves a share of
-# the cores idle while it waits on its services); their output follows the suite's, and
-# either failing fails the target.
+# The slowest tests are listed after the suite (--durations=20), so a slow run's log says
+# where the time went. The lints run beside the suite (they are single-threaded, and the
+# suite leaves a share of the cores idle while it waits on its services); their output
+# follows the suite's, and either failing fails the target.
 test: bootstrap
 	@mkdir -p .run
 	@$(MAKE) --no-print-directory lint lint-deploy >.run/lint.log 2>&1 & lints=$$!; \
-	status=0; $(PYTEST) $(PYTEST_ARGS) || status=$$?; \
+	status=0; $(PYTEST) --durations=20 $(PYTEST_ARGS) || status=$$?; \
 	lint_status=0; wait $$lints || lint_status=$$?; \
 	echo "== lint and lint-deploy (ran beside the suite)"; cat .run/lint.log; \
 	if [ $$lint_status -ne 0 ]; then echo "make test: the lints failed (above)" >&2; exit 1; fi; \
